@@ -30,6 +30,42 @@ def _contracts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from carrental.local.runner import StageError, print_summary, run_pipeline
+
+    console = Console(stderr=True)
+    try:
+        result = run_pipeline(args.input, args.lake, args.run_id, console)
+    except StageError as exc:
+        console.print(f"[red bold]carrental run: stage '{exc.stage}' failed[/]", highlight=False)
+        console.print(str(exc), highlight=False, markup=False)
+        if exc.log:
+            console.print(f"log: {exc.log}", highlight=False)
+        console.print("the previous published run, its tables and report are unchanged")
+        return 1
+    print_summary(result, Console())
+    return 0
+
+
+def _query(args: argparse.Namespace) -> int:
+    from carrental.local.catalog import CatalogError, open_catalog, run_query
+    from carrental.local.output import print_rows
+
+    try:
+        con = open_catalog(args.lake)
+        try:
+            columns, rows = run_query(con, args.sql)
+        finally:
+            con.close()
+    except CatalogError as exc:
+        print(f"carrental query: {exc}", file=sys.stderr)
+        return 1
+    print_rows(columns, rows, args.format)
+    return 0
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if value < 0:
@@ -65,6 +101,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     docs = commands.add_parser("contracts", help="print the dataset contracts as Markdown")
     docs.set_defaults(handler=_contracts)
+
+    run = commands.add_parser(
+        "run", help="run the whole pipeline locally: validate, Spark, catalog, summary, report"
+    )
+    run.add_argument("--input", type=Path, required=True, help="folder with the four CSVs")
+    run.add_argument("--lake", type=Path, default=Path(".lake"), help="lake folder (.lake/)")
+    run.add_argument("--run-id", help="run id (default: the UTC start time)")
+    run.set_defaults(handler=_run)
+
+    query = commands.add_parser(
+        "query", help="run Athena (Trino) SQL against the local catalog of the latest run"
+    )
+    query.add_argument("sql", help='e.g. "SELECT * FROM location_performance LIMIT 5"')
+    query.add_argument("--lake", type=Path, default=Path(".lake"), help="lake folder (.lake/)")
+    query.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    query.set_defaults(handler=_query)
     return parser
 
 

@@ -1,0 +1,88 @@
+"""A lake with hand-made Parquet tables (written by DuckDB), for catalog/SQL/report tests that
+do not need Spark. Values are small and chosen so every expected number is worked out by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+# One SELECT per table: its columns in DESIGN.md order, with Spark-like types.
+TABLE_ROWS = {
+    "location_performance": """
+        SELECT * FROM (VALUES
+          (1154, 'Bean LLC', 'Fontana', 'CA', 3::BIGINT, 450.00::DECIMAL(22,2),
+           150.00::DECIMAL(16,6), 100.00::DECIMAL(12,2), 200.00::DECIMAL(12,2), 2::BIGINT,
+           3::BIGINT, 30.0::DOUBLE, 10.0::DOUBLE),
+          (2702, 'Jackson, Velazquez and Gonzales', 'Modesto', 'CA', 2::BIGINT,
+           1300.00::DECIMAL(22,2), 650.00::DECIMAL(16,6), 600.00::DECIMAL(12,2),
+           700.00::DECIMAL(12,2), 2::BIGINT, 1::BIGINT, 26.0::DOUBLE, 13.0::DOUBLE))
+        AS t(location_id, location_name, city, state, rental_count, total_revenue,
+             avg_rental_amount, min_rental_amount, max_rental_amount, unique_vehicles,
+             unique_users, total_rental_hours, avg_rental_hours)""",
+    "vehicle_type_performance": """
+        SELECT * FROM (VALUES
+          ('basic', 3::BIGINT, 450.00::DECIMAL(22,2), 150.00::DECIMAL(16,6),
+           100.00::DECIMAL(12,2), 200.00::DECIMAL(12,2), 2::BIGINT, 45.0::DOUBLE, 15.0::DOUBLE),
+          ('high_end', 2::BIGINT, 1300.00::DECIMAL(22,2), 650.00::DECIMAL(16,6),
+           600.00::DECIMAL(12,2), 700.00::DECIMAL(12,2), 2::BIGINT, 26.0::DOUBLE, 13.0::DOUBLE))
+        AS t(vehicle_type, rental_count, total_revenue, avg_rental_amount, min_rental_amount,
+             max_rental_amount, unique_vehicles, total_rental_hours, avg_rental_hours)""",
+    "location_vehicle_type_performance": """
+        SELECT * FROM (VALUES (1154, 'basic', 3::BIGINT, 450.00::DECIMAL(22,2), 15.0::DOUBLE),
+                              (2702, 'high_end', 2::BIGINT, 1300.00::DECIMAL(22,2), 13.0::DOUBLE))
+        AS t(location_id, vehicle_type, rental_count, total_revenue, avg_rental_hours)""",
+    "user_metrics": """
+        SELECT * FROM (VALUES
+          ('0012345678', 'Lisa', 'Parker', 'lisa.parker@gmail.com', 2::BIGINT,
+           1300.00::DECIMAL(22,2), 650.00::DECIMAL(16,6), 600.00::DECIMAL(12,2),
+           700.00::DECIMAL(12,2), 26.0::DOUBLE, 13.0::DOUBLE,
+           TIMESTAMP '2024-01-02 08:00:00', TIMESTAMP '2024-02-01 09:00:00', 1),
+          ('12345e6789', 'Andrew', 'Mcclain', 'andrew.mcclain@yahoo.com', 3::BIGINT,
+           450.00::DECIMAL(22,2), 150.00::DECIMAL(16,6), 100.00::DECIMAL(12,2),
+           200.00::DECIMAL(12,2), 45.0::DOUBLE, 15.0::DOUBLE,
+           TIMESTAMP '2024-01-01 10:00:00', TIMESTAMP '2024-03-01 10:00:00', 2))
+        AS t(user_id, first_name, last_name, email, rental_count, total_spent,
+             avg_rental_amount, min_rental_amount, max_rental_amount, total_rental_hours,
+             avg_rental_hours, first_rental_start, last_rental_start, spend_rank)""",
+    "daily_metrics": """
+        SELECT * FROM (VALUES
+          (DATE '2024-01-01', 1::BIGINT, 100.00::DECIMAL(22,2), 100.00::DECIMAL(16,6),
+           100.00::DECIMAL(12,2), 100.00::DECIMAL(12,2), 1::BIGINT, 1::BIGINT),
+          (DATE '2024-01-02', 4::BIGINT, 1650.00::DECIMAL(22,2), 412.50::DECIMAL(16,6),
+           150.00::DECIMAL(12,2), 700.00::DECIMAL(12,2), 2::BIGINT, 3::BIGINT))
+        AS t(rental_date, rental_count, total_revenue, avg_rental_amount, min_rental_amount,
+             max_rental_amount, unique_users, unique_vehicles)""",
+    "business_summary": """
+        SELECT 1750.00::DECIMAL(22,2) AS total_revenue, 5::BIGINT AS rental_count,
+          2::BIGINT AS unique_customers, 4::BIGINT AS unique_vehicles_rented,
+          350.00::DECIMAL(16,6) AS avg_rental_amount, 14.2::DOUBLE AS avg_rental_hours,
+          DATE '2024-01-01' AS first_rental_date, DATE '2024-01-02' AS last_rental_date""",
+    "rental_rejects": """
+        SELECT * FROM (VALUES ('r1', 'u1', 'v1', 'yesterday', '2024-01-01 10:00:00', '1154',
+                               '2702', '10.0', 'rental_start_time_format'))
+        AS t(rental_id, user_id, vehicle_id, rental_start_time, rental_end_time,
+             pickup_location, dropoff_location, total_amount, reject_reason)""",
+    "data_quality": """
+        SELECT * FROM (VALUES
+          ('rental_transactions', 'rental_start_time_format', 'reject', 1::BIGINT),
+          ('rental_transactions', 'rental_by_active_user', 'warn', 2::BIGINT),
+          ('rental_transactions', 'rental_id_unique', 'reject', 0::BIGINT))
+        AS t(dataset, rule, severity, violations)""",
+}
+
+
+def write_run(lake_root: Path, run_id: str, tables: dict[str, str] = TABLE_ROWS) -> None:
+    con = duckdb.connect()
+    for table, select in tables.items():
+        folder = lake_root / "processed" / table / f"run_id={run_id}"
+        folder.mkdir(parents=True, exist_ok=True)
+        con.execute(f"COPY ({select}) TO '{folder / 'part-00000.parquet'}' (FORMAT parquet)")
+    con.close()
+
+
+@pytest.fixture
+def lake_with_run(tmp_path: Path) -> Path:
+    write_run(tmp_path, "run-a")
+    return tmp_path
