@@ -3,23 +3,67 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 SAMPLE := data/sample
+# AWS stack (README, "Deploy to AWS"). The lint tools and the SAM CLI pin libraries (checkov pins
+# boto3) that clash with the project venv and with each other: each set gets its own venv.
+ENV       ?= dev
+LINT_VENV := .venv-lint
+SAM_VENV  := .venv-sam
+SAM       ?= $(SAM_VENV)/bin/sam
+# The SAM venv is only built when SAM points into it.
+SAM_DEPENDENCY := $(if $(filter $(SAM_VENV)/bin/sam,$(SAM)),$(SAM_VENV)/.installed)
+LINT_TOOLS := "cfn-lint>=1.20,<2" "checkov>=3.2,<4" "statelint>=3.1,<4"
+SAM_CLI    := "aws-sam-cli>=1.120,<2"
 
 .PHONY: run test lint check-java check-python sample clean
+.PHONY: deploy package-jobs sync-template-sql sam-validate
+.PHONY: build-CarrentalLayer build-ValidateUploadFunction build-ReportFunction
 
 run: check-java $(VENV)/.runtime-installed
-	@if ! $(BIN)/carrental run --help >/dev/null 2>&1; then \
-		echo "The local pipeline ('carrental run') is not built yet: see the 'Local pipeline' issue."; \
-		echo "Available now: $(BIN)/carrental generate --out DIR, $(BIN)/carrental contracts"; \
-		exit 1; \
-	fi
 	$(BIN)/carrental run --input $(SAMPLE)
 
 test: check-java $(VENV)/.dev-installed
 	$(BIN)/pytest
 
-lint: $(VENV)/.dev-installed
+lint: $(VENV)/.dev-installed $(LINT_VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/carrental sync-template-sql --check
+	$(LINT_VENV)/bin/cfn-lint template.yaml
+	$(LINT_VENV)/bin/statelint stepfunctions/car_rental_pipeline.asl.json
+	$(LINT_VENV)/bin/checkov -f template.yaml --framework cloudformation --quiet --compact --skip-download
+
+# Build and deploy the stack of samconfig.toml's $(ENV) environment, then ship the Spark job code.
+deploy: $(VENV)/.dev-installed $(SAM_DEPENDENCY)
+	$(BIN)/carrental sync-template-sql
+	$(SAM) build --config-env $(ENV)
+	$(SAM) deploy --config-env $(ENV)
+	$(BIN)/carrental deploy-jobs --config-env $(ENV)
+
+# Upload emr_jobs/*.py and the carrental archive to the deployed stack's artifacts bucket.
+package-jobs: $(VENV)/.dev-installed
+	$(BIN)/carrental deploy-jobs --config-env $(ENV)
+
+# Copy sql/ into template.yaml (Athena named queries, the workflow's summary query).
+sync-template-sql: $(VENV)/.dev-installed
+	$(BIN)/carrental sync-template-sql
+
+sam-validate: $(SAM_DEPENDENCY)
+	$(SAM) validate --lint --config-env $(ENV)
+
+# `sam build` runs these (Metadata BuildMethod: makefile) in the repository with ARTIFACTS_DIR set.
+build-CarrentalLayer:
+	mkdir -p "$(ARTIFACTS_DIR)/python"
+	cp -R carrental "$(ARTIFACTS_DIR)/python/"
+	find "$(ARTIFACTS_DIR)/python" -name __pycache__ -prune -exec rm -rf {} +
+
+build-ValidateUploadFunction:
+	mkdir -p "$(ARTIFACTS_DIR)"
+	cp lambdas/validate_upload/*.py "$(ARTIFACTS_DIR)/"
+
+build-ReportFunction:
+	mkdir -p "$(ARTIFACTS_DIR)/sql"
+	cp lambdas/report/*.py "$(ARTIFACTS_DIR)/"
+	cp sql/*.sql "$(ARTIFACTS_DIR)/sql/"
 
 # Regenerate the committed sample batch (a test checks it matches this command).
 sample: $(VENV)/.runtime-installed
@@ -53,5 +97,16 @@ $(VENV)/.dev-installed: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@ $(VENV)/.runtime-installed
 
+$(LINT_VENV)/.installed: | check-python
+	$(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/pip install --quiet $(LINT_TOOLS)
+	@touch $@
+
+$(SAM_VENV)/.installed: | check-python
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet $(SAM_CLI)
+	@touch $@
+
 clean:
 	rm -rf $(VENV) .lake .pytest_cache .ruff_cache
+	rm -rf $(LINT_VENV) $(SAM_VENV) .aws-sam

@@ -66,6 +66,79 @@ def _query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deploy_jobs(args: argparse.Namespace) -> int:
+    import boto3
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from carrental.deploy import (
+        DeployError,
+        StackTarget,
+        artifacts_bucket,
+        samconfig_target,
+        upload_jobs,
+    )
+
+    try:
+        if args.stack_name or args.bucket:
+            target = StackTarget(args.stack_name, args.region)
+        else:
+            target = samconfig_target(args.config_env)
+        session = boto3.Session(region_name=args.region or target.region)
+        bucket = args.bucket or artifacts_bucket(
+            target.stack_name, session.client("cloudformation")
+        )
+        uploaded = upload_jobs(bucket, session.client("s3"))
+    except (DeployError, Boto3Error, BotoCoreError, ClientError) as exc:
+        print(f"carrental deploy-jobs: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(f"uploaded {uri}" for uri in uploaded))
+    return 0
+
+
+def _sync_template_sql(args: argparse.Namespace) -> int:
+    from carrental.deploy import TEMPLATE_PATH, sync_template_sql
+
+    drifted = sync_template_sql(TEMPLATE_PATH, check=args.check)
+    if args.check and drifted:
+        print(
+            f"{TEMPLATE_PATH.name}: the SQL blocks differ from sql/; run "
+            "`carrental sync-template-sql` (or `make sync-template-sql`)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"{TEMPLATE_PATH.name}: {'updated from' if drifted else 'in line with'} sql/")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    import json
+
+    from carrental.validation import DEFAULT_REJECT_THRESHOLD, infer_dataset, validate_path
+
+    if args.dataset is not None:
+        infer_dataset("", args.dataset)  # an unknown --dataset is a usage error (exit 2)
+    missing = [str(path) for path in args.files if not path.is_file()]
+    if missing:
+        raise ValueError(f"not a file: {', '.join(missing)}")
+    threshold = DEFAULT_REJECT_THRESHOLD if args.reject_threshold is None else args.reject_threshold
+    verdicts = [
+        validate_path(path, dataset=args.dataset, reject_threshold=threshold) for path in args.files
+    ]
+    if args.json:
+        print(json.dumps([v.to_dict() for v in verdicts], indent=2, ensure_ascii=False))
+    else:
+        print("\n".join(v.render() for v in verdicts))
+    return 0 if all(v.accepted for v in verdicts) else 1
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if value < 0:
@@ -117,6 +190,46 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--lake", type=Path, default=Path(".lake"), help="lake folder (.lake/)")
     query.add_argument("--format", choices=["table", "csv", "json"], default="table")
     query.set_defaults(handler=_query)
+
+    deploy_jobs = commands.add_parser(
+        "deploy-jobs",
+        help="upload the Spark entry points and the carrental archive to the stack's artifacts bucket",
+    )
+    deploy_jobs.add_argument(
+        "--config-env", default="dev", help="samconfig.toml environment naming the stack (dev)"
+    )
+    deploy_jobs.add_argument("--stack-name", help="stack to read (default: from samconfig.toml)")
+    deploy_jobs.add_argument("--region", help="AWS region (default: from samconfig.toml)")
+    deploy_jobs.add_argument("--bucket", help="artifacts bucket; skips the stack lookup")
+    deploy_jobs.set_defaults(handler=_deploy_jobs)
+
+    sync_sql = commands.add_parser(
+        "sync-template-sql", help="copy sql/ into template.yaml (named queries, summary query)"
+    )
+    sync_sql.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 if the template is stale"
+    )
+    sync_sql.set_defaults(handler=_sync_template_sql)
+
+    validate = commands.add_parser(
+        "validate",
+        help="check CSV files against their dataset contracts (what the upload Lambda runs)",
+    )
+    validate.add_argument("files", nargs="+", type=Path, metavar="FILE", help="CSV file(s)")
+    validate.add_argument(
+        "--dataset",
+        help="dataset of every FILE (default: the folder after raw/, else the parent folder, "
+        "else the file name)",
+    )
+    validate.add_argument(
+        "--json", action="store_true", help="print the verdicts as JSON (as in .errors.json)"
+    )
+    validate.add_argument(
+        "--reject-threshold",
+        type=_fraction,
+        help="reject a file when more than this fraction of rows break a reject rule (0.05)",
+    )
+    validate.set_defaults(handler=_validate)
     return parser
 
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from carrental.generate import generate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Property tests stay quick in `make test`; HYPOTHESIS_PROFILE=thorough explores much more.
+settings.register_profile("fast", max_examples=40, deadline=None)
+settings.register_profile("thorough", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
 
 
 @pytest.fixture(scope="session")

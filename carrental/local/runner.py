@@ -46,7 +46,8 @@ class RunResult:
     summary: list[tuple[str, str]]
     top_spenders: list[tuple]
     data_quality: list[tuple]
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    job_timings: dict[str, float] = field(default_factory=dict)  # Spark job -> seconds
 
 
 def new_run_id(lake_root: Path) -> str:
@@ -116,32 +117,46 @@ def run_spark_jobs(
     run_id: str,
     log_file: Path,
     on_job: Callable[[str], None],
-) -> dict[str, int]:
+) -> tuple[dict[str, int], dict[str, float]]:
+    """Run both jobs; return each table's row count and each job's wall time."""
+    from pyspark.sql import SparkSession
+
     from carrental.spark.jobs import run_user_transaction_analysis, run_vehicle_location_performance
     from carrental.spark.session import build_session
 
-    with _jvm_output_to(log_file):
-        spark = build_session("carrental-local", master="local[*]", shuffle_partitions=8)
-    spark.sparkContext.setLogLevel("WARN")
+    # An embedding process (a notebook, the test suite) may already have a session: use it and
+    # leave it running. Otherwise start one whose JVM output goes to the run's log file.
+    spark = SparkSession.getActiveSession()
+    owns_session = spark is None
+    if owns_session:
+        with _jvm_output_to(log_file):
+            spark = build_session("carrental-local", master="local[*]", shuffle_partitions=8)
+        spark.sparkContext.setLogLevel("WARN")
     inputs = {name: str(path.resolve()) for name, path in files.items()}
     output = lake.processed_prefix(str(lake_root.resolve()))
     tables: dict[str, int] = {}
+    job_timings: dict[str, float] = {}
     try:
         for job_name, job in (
             ("vehicle_location_performance", run_vehicle_location_performance),
             ("user_transaction_analysis", run_user_transaction_analysis),
         ):
             on_job(job_name)
+            started = time.perf_counter()
             tables.update(job(spark, inputs, output, run_id))
+            job_timings[job_name] = time.perf_counter() - started
     finally:
-        spark.stop()
-    return tables
+        if owns_session:
+            spark.stop()
+    return tables, job_timings
 
 
 def _frame(con, sql_file: str, run_id: str) -> pd.DataFrame:
     sql = load_sql(sql_file)
     duck_sql = catalog.to_duckdb_sql(sql)
-    return con.execute(duck_sql, query_params(sql, run_id)).fetch_arrow_table().to_pandas()
+    cursor = con.execute(duck_sql, query_params(sql, run_id))
+    # fetchall keeps DECIMAL as Decimal (a DataFrame conversion would make floats of money)
+    return pd.DataFrame(cursor.fetchall(), columns=[d[0] for d in cursor.description])
 
 
 def write_report(con, run_id: str, report_dir: Path) -> None:
@@ -207,7 +222,7 @@ def run_pipeline(
 
     with progress.stage("spark jobs") as detail:
         try:
-            tables = run_spark_jobs(files, lake_root, run_id, log_file, detail)
+            tables, job_timings = run_spark_jobs(files, lake_root, run_id, log_file, detail)
         except Exception as exc:
             raise StageError("spark jobs", f"{type(exc).__name__}: {exc}", log_file) from exc
 
@@ -249,6 +264,7 @@ def run_pipeline(
         top_spenders=top_spenders,
         data_quality=[r for r in quality.itertuples(index=False, name=None) if r[3] != "0"],
         timings=progress.timings,
+        job_timings=job_timings,
     )
 
 

@@ -1,0 +1,217 @@
+"""Ship the code around the AWS stack: the Spark job code and the SQL inside template.yaml.
+
+EMR Serverless runs `emr_jobs/<job>.py` with the carrental package as a `--py-files` archive;
+both live under `s3://<ArtifactsBucket>/jobs/`, the paths the state machine passes to
+`startJobRun` (stepfunctions/car_rental_pipeline.asl.json). `upload_jobs` builds the archive and
+uploads all three files; `carrental deploy-jobs` finds the bucket in the stack's outputs.
+
+CloudFormation cannot read files, so the SQL of sql/ is copied into template.yaml between
+`# BEGIN GENERATED ...` / `# END GENERATED ...` markers: one `AWS::Athena::NamedQuery` per report
+query for analysts, and the summary query (JSON-escaped, as the state machine's
+`${SummaryQuery}` substitution) with one execution parameter per `?`. `sync_template_sql`
+rewrites those blocks from sql/; a test fails when they drift.
+
+Standard library at module level (boto3 and the report module are imported where used).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import tomllib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from carrental.lake import TABLES
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+TEMPLATE_PATH = REPO_ROOT / "template.yaml"
+SAMCONFIG_PATH = REPO_ROOT / "samconfig.toml"
+JOB_SCRIPTS_DIR = REPO_ROOT / "emr_jobs"
+
+JOBS_PREFIX = "jobs/"
+ARCHIVE_NAME = "carrental.zip"
+# A fixed timestamp makes the archive byte-identical for identical sources.
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+NAMED_QUERIES_BLOCK = "NAMED QUERIES"
+SUMMARY_QUERY_BLOCK = "SUMMARY QUERY"
+# The state machine's PrepareSummaryQuery state puts the quoted run id here.
+RUN_ID_LITERAL_PATH = "$.summary_query.run_id_literal"
+
+
+class DeployError(RuntimeError):
+    """A deploy step cannot go on; the message says what is missing and how to fix it."""
+
+
+# ---------------------------------------------------------------------------- job code
+
+
+def job_names() -> list[str]:
+    """The Spark jobs, one entry point each (emr_jobs/<job>.py), from the lake's table map."""
+    return sorted(set(TABLES.values()))
+
+
+def package_files() -> list[Path]:
+    """Every module of the carrental package (no caches, no build leftovers)."""
+    return sorted(p for p in PACKAGE_DIR.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def build_jobs_archive(dest_dir: Path) -> Path:
+    """Zip the carrental package for `--py-files`: `carrental/...` at the archive root."""
+    archive = dest_dir / ARCHIVE_NAME
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for path in package_files():
+            info = zipfile.ZipInfo(path.relative_to(REPO_ROOT).as_posix(), date_time=_ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, path.read_bytes())
+    return archive
+
+
+def job_script(job: str) -> Path:
+    script = JOB_SCRIPTS_DIR / f"{job}.py"
+    if not script.is_file():
+        raise DeployError(f"job entry point {script} is missing (jobs come from carrental.lake)")
+    return script
+
+
+def upload_jobs(bucket: str, s3_client: Any) -> list[str]:
+    """Upload the job entry points and the carrental archive to s3://bucket/jobs/."""
+    uploads = [(job_script(job), f"{JOBS_PREFIX}{job}.py") for job in job_names()]
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = build_jobs_archive(Path(tmp))
+        uploads.append((archive, f"{JOBS_PREFIX}{ARCHIVE_NAME}"))
+        for path, key in uploads:
+            s3_client.upload_file(str(path), bucket, key)
+    return [f"s3://{bucket}/{key}" for _, key in uploads]
+
+
+# ---------------------------------------------------------------------------- stack lookup
+
+
+@dataclass(frozen=True)
+class StackTarget:
+    stack_name: str | None
+    region: str | None
+
+
+def samconfig_target(config_env: str, samconfig: Path = SAMCONFIG_PATH) -> StackTarget:
+    """Stack name and region of a samconfig.toml environment (`sam deploy --config-env`)."""
+    try:
+        config = tomllib.loads(samconfig.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DeployError(f"{samconfig} not found") from None
+    params = config.get(config_env, {}).get("deploy", {}).get("parameters", {})
+    if "stack_name" not in params:
+        known = ", ".join(k for k, v in config.items() if isinstance(v, dict)) or "none"
+        raise DeployError(
+            f"{samconfig} has no [{config_env}.deploy.parameters] stack_name "
+            f"(environments: {known})"
+        )
+    return StackTarget(params["stack_name"], params.get("region"))
+
+
+def stack_outputs(stack_name: str, cfn_client: Any) -> dict[str, str]:
+    from botocore.exceptions import ClientError
+
+    try:
+        stacks = cfn_client.describe_stacks(StackName=stack_name)["Stacks"]
+    except ClientError as exc:
+        raise DeployError(
+            f"cannot read stack {stack_name!r}: {exc.response['Error']['Message']} "
+            "(deploy it first: make deploy)"
+        ) from None
+    return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+
+
+def artifacts_bucket(stack_name: str, cfn_client: Any) -> str:
+    outputs = stack_outputs(stack_name, cfn_client)
+    if "ArtifactsBucketName" not in outputs:
+        raise DeployError(f"stack {stack_name!r} has no ArtifactsBucketName output")
+    return outputs["ArtifactsBucketName"]
+
+
+# ---------------------------------------------------------------------------- SQL in the template
+
+
+def _logical_id(sql_file: str) -> str:
+    return "".join(part.capitalize() for part in Path(sql_file).stem.split("_")) + "NamedQuery"
+
+
+def _block_scalar(text: str) -> str:
+    # `|2-`: content indented two spaces deeper than its key whatever the SQL's first line looks
+    # like; trailing blanks dropped (they mean nothing to SQL and YAML tools strip them).
+    lines = [f"{' ' * 8}{line}".rstrip() for line in text.rstrip().split("\n")]
+    return "\n".join(["|2-", *lines])
+
+
+def _yaml_single_quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def render_named_queries() -> str:
+    from carrental.report import REPORTS, load_sql
+
+    blocks = []
+    for report, sql_file in REPORTS.items():
+        stem = Path(sql_file).stem
+        blocks.append(
+            f"  {_logical_id(sql_file)}:\n"
+            "    Type: AWS::Athena::NamedQuery\n"
+            "    Properties:\n"
+            f'      Name: !Sub "${{AWS::StackName}}-{stem}"\n'
+            f"      Description: sql/{sql_file}, behind {report}. Each ? is the run id written as"
+            " a quoted string, e.g. 'run-1'.\n"
+            "      Database: !Ref GlueDatabase\n"
+            "      WorkGroup: !Ref AthenaWorkGroup\n"
+            f"      QueryString: {_block_scalar(load_sql(sql_file))}"
+        )
+    return "\n".join(blocks)
+
+
+def render_summary_query() -> str:
+    from carrental.report import REPORTS, load_sql, query_params
+
+    sql = load_sql(REPORTS["summary.csv"])
+    placeholders = len(query_params(sql, "run-id"))
+    if placeholders == 0:
+        raise DeployError("the summary SQL has no ? placeholder: it would not filter one run")
+    # Raw text substitution into a JSON string of the definition: escape it as JSON would.
+    escaped = json.dumps(sql, ensure_ascii=False)[1:-1]
+    parameters = ", ".join([RUN_ID_LITERAL_PATH] * placeholders)
+    return (
+        f"        SummaryQuery: {_yaml_single_quoted(escaped)}\n"
+        f"        SummaryQueryParameters: {_yaml_single_quoted(parameters)}"
+    )
+
+
+def _replace_block(text: str, block: str, body: str) -> str:
+    pattern = re.compile(
+        rf"(?P<begin>^[ \t]*# BEGIN GENERATED {block}\n).*?(?P<end>^[ \t]*# END GENERATED {block}\n)",
+        re.MULTILINE | re.DOTALL,
+    )
+    if not pattern.search(text):
+        raise DeployError(f"template has no '# BEGIN/END GENERATED {block}' markers")
+    return pattern.sub(lambda m: f"{m['begin']}{body}\n{m['end']}", text, count=1)
+
+
+def render_template(text: str) -> str:
+    text = _replace_block(text, NAMED_QUERIES_BLOCK, render_named_queries())
+    return _replace_block(text, SUMMARY_QUERY_BLOCK, render_summary_query())
+
+
+def sync_template_sql(template: Path = TEMPLATE_PATH, *, check: bool = False) -> bool:
+    """Bring the generated SQL blocks of the template in line with sql/; True if they differed.
+
+    With check=True the file is left alone (CI uses it to fail on drift).
+    """
+    current = template.read_text(encoding="utf-8")
+    rendered = render_template(current)
+    if rendered != current and not check:
+        template.write_text(rendered, encoding="utf-8")
+    return rendered != current

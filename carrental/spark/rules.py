@@ -1,0 +1,290 @@
+"""Contract-driven row checks: parse raw text with the contract's types and patterns, then flag
+every contract rule each row breaks.
+
+Nothing here names a dataset's columns or rules: they come from `carrental.contracts`, and the
+checks dispatch on `Rule.kind`. A checked dataset has the typed columns it keeps under their
+contract names, one boolean column per rule (`violation(rule)`), REJECTED, and, if asked for,
+the raw text of each column (`raw(column)`) on rejected rows.
+
+Semantics (docs/tables.md), the same as the upload validator's (carrental.validation):
+- an empty field is null; `<col>_not_null` flags it, and no other rule judges an empty value;
+- `format` rules flag a non-empty value that does not parse: dates and times must match the
+  contract's pattern exactly and name a real instant; INT is optionally negative digits that fit
+  32 bits; MONEY has at most MONEY_PRECISION - MONEY_SCALE integer digits and MONEY_SCALE
+  decimals (never rounded); DOUBLE is a finite decimal or scientific number; FLAG is 0 or 1;
+- `unique`: the first row with a key, in file order, is kept; later rows with it break the rule;
+- `exists`: the key must be a row of the referenced dataset that breaks none of its reject rules;
+- warn rules are evaluated only on rows that break no reject rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import reduce
+from operator import or_
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as st
+
+from carrental import contracts
+from carrental.contracts import (
+    HOURLY_RATES,
+    MONEY_PRECISION,
+    MONEY_SCALE,
+    Dataset,
+    LogicalType,
+    Rule,
+    Severity,
+    spark_schema,
+)
+from carrental.spark.io import FILE_ORDER, MALFORMED, file_order
+
+REJECTED = "_rejected"  # breaks at least one reject rule
+
+SINGLE_DATASET_KINDS = {"not_null", "format", "allowed", "min_value", "after", "unique"}
+CROSS_DATASET_KINDS = {"exists", "pricing", "not_before", "referenced_flag"}
+# The pricing rule: total_amount = whole hours x HOURLY_RATES[<this column of vehicles>].
+PRICING_DATASET, PRICING_CLASS_COLUMN = "vehicles", "vehicle_type"
+SECONDS_PER_HOUR = 3600
+
+TEXT_PATTERNS = {
+    LogicalType.INT: r"^-?[0-9]{1,10}$",
+    LogicalType.FLAG: r"^[01]$",
+    LogicalType.DOUBLE: r"^-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$",
+    LogicalType.MONEY: (
+        rf"^-?[0-9]{{1,{MONEY_PRECISION - MONEY_SCALE}}}(\.[0-9]{{1,{MONEY_SCALE}}})?$"
+    ),
+}
+
+
+def violation(rule: Rule) -> str:
+    """The boolean column that says whether a row breaks `rule`."""
+    return f"_breaks_{rule.name}"
+
+
+def raw(column: str) -> str:
+    """The column holding `column`'s text as read."""
+    return f"_raw_{column}"
+
+
+def rental_seconds(start: Column, end: Column) -> Column:
+    """Exact duration in whole seconds (the CSV timestamps have whole seconds)."""
+    return F.timestamp_diff("SECOND", start, end)
+
+
+def typed_value(text: Column, column: contracts.Column, target: st.DataType) -> Column:
+    """The text parsed as the column's logical type, or null when it does not parse."""
+    if column.type is LogicalType.STRING:
+        return text
+    if column.type in (LogicalType.DATE, LogicalType.TIMESTAMP):
+        # The contract's patterns are fixed width: the length check rules out the lenient
+        # corners of Spark's parser. try_to_timestamp gives a session-time-zone timestamp; the
+        # session is pinned to UTC, so the cast to a date / wall-clock timestamp keeps the
+        # written value exactly (no daylight-saving gaps).
+        parsed = F.try_to_timestamp(text, F.lit(column.pattern)).cast(target)
+        return F.when(F.length(text) == len(column.pattern), parsed)
+    value = F.when(text.rlike(TEXT_PATTERNS[column.type]), text.try_cast(target))
+    if column.type is LogicalType.DOUBLE:  # 1e999 parses, as infinity
+        return F.when(F.abs(value) < float("inf"), value)
+    return value
+
+
+def parse(frame: DataFrame, ds: Dataset) -> DataFrame:
+    """Typed contract columns (same names), the raw text of each (`raw(column)`), and the
+    reader's bookkeeping columns."""
+    typed = spark_schema(ds)
+    return frame.select(
+        *[typed_value(F.col(c.name), c, typed[c.name].dataType).alias(c.name) for c in ds.columns],
+        *[F.col(c).alias(raw(c)) for c in ds.header],
+        MALFORMED,
+        *FILE_ORDER,
+    )
+
+
+def _row_check(rule: Rule) -> Column:
+    """Checks that look at one row only."""
+    first = rule.columns[0]
+    if rule.kind == "not_null":
+        return F.col(raw(first)).isNull()
+    if rule.kind == "format":
+        return F.col(raw(first)).isNotNull() & F.col(first).isNull()
+    if rule.kind == "allowed":
+        return F.col(raw(first)).isNotNull() & ~F.col(raw(first)).isin(*rule.values)
+    if rule.kind == "min_value":
+        return F.col(first) < F.lit(rule.minimum)
+    if rule.kind == "after":
+        return F.col(rule.columns[1]) <= F.col(first)
+    raise ValueError(f"rule {rule.name}: kind {rule.kind!r} is not a row check")
+
+
+def _unique_check(rule: Rule) -> Column:
+    key = rule.columns[0]
+    earlier_first = Window.partitionBy(key).orderBy(*file_order())
+    return F.col(key).isNotNull() & (F.row_number().over(earlier_first) > 1)
+
+
+@dataclass
+class Lookup:
+    """A foreign key of an `exists` rule and what the other rules need from its target row."""
+
+    dataset: str
+    key: str
+    attributes: list[str] = field(default_factory=list)
+
+
+def lookups(ds: Dataset) -> dict[str, Lookup]:
+    """Foreign key column -> the dataset, key and referenced columns its rules need."""
+    found = {r.columns[0]: Lookup(*r.references) for r in ds.rules if r.kind == "exists"}
+    for rule in ds.rules:
+        if rule.kind == "not_before":
+            foreign_key, (target, attribute) = rule.columns[1], rule.references
+        elif rule.kind == "referenced_flag":
+            foreign_key, (target, attribute) = rule.columns[0], rule.references
+        elif rule.kind == "pricing":
+            foreign_key, target, attribute = rule.columns[3], PRICING_DATASET, PRICING_CLASS_COLUMN
+        else:
+            continue
+        lookup = found.get(foreign_key)
+        if lookup is None or lookup.dataset != target:
+            raise ValueError(
+                f"rule {rule.name}: {foreign_key} needs an exists rule referencing {target}"
+            )
+        if attribute not in lookup.attributes:
+            lookup.attributes.append(attribute)
+    return found
+
+
+def referenced_columns(datasets: Iterable[Dataset]) -> dict[str, set[str]]:
+    """Dataset name -> the columns that rules of `datasets` read from it."""
+    columns: dict[str, set[str]] = {}
+    for ds in datasets:
+        for lookup in lookups(ds).values():
+            columns.setdefault(lookup.dataset, set()).update([lookup.key, *lookup.attributes])
+    return columns
+
+
+def _found(foreign_key: str) -> str:
+    return f"_found_{foreign_key}"
+
+
+def _cross_dataset_check(rule: Rule) -> Column:
+    if rule.kind == "exists":
+        key = rule.columns[0]
+        return F.col(key).isNotNull() & F.col(_found(key)).isNull()
+    if rule.kind == "not_before":
+        return F.col(rule.columns[0]).cast(st.DateType()) < F.col(rule.references[1])
+    if rule.kind == "referenced_flag":
+        return ~F.col(rule.references[1]).eqNullSafe(1)
+    if rule.kind == "pricing":
+        amount, start, end, _ = rule.columns
+        seconds = rental_seconds(F.col(start), F.col(end))
+        rates = F.create_map(*[F.lit(v) for pair in HOURLY_RATES.items() for v in pair])
+        rate = F.try_element_at(rates, F.col(PRICING_CLASS_COLUMN))
+        whole_hours = F.floor(seconds / SECONDS_PER_HOUR)  # exact: seconds fit a double
+        return (seconds % SECONDS_PER_HOUR != 0) | (F.col(amount) != whole_hours * rate)
+    raise ValueError(f"rule {rule.name}: kind {rule.kind!r} is not a cross-dataset check")
+
+
+def _join_lookups(
+    rows: DataFrame, ds: Dataset, valid: Mapping[str, DataFrame], broadcast: Collection[str]
+) -> DataFrame:
+    """Left-join each foreign key to the valid rows of its dataset, adding the referenced
+    columns the rules need under their own names and `_found(<foreign key>)`."""
+    for foreign_key, lookup in lookups(ds).items():
+        clash = [a for a in lookup.attributes if a in rows.columns]
+        if clash:
+            raise ValueError(f"{ds.name}: referenced columns {clash} clash with its own columns")
+        target_key = f"_key_{foreign_key}"
+        target = valid[lookup.dataset].select(
+            F.col(lookup.key).alias(target_key),
+            *lookup.attributes,
+            F.lit(True).alias(_found(foreign_key)),
+        )
+        if lookup.dataset in broadcast:
+            target = F.broadcast(target)
+        rows = rows.join(target, F.col(foreign_key) == F.col(target_key), "left").drop(target_key)
+    return rows
+
+
+def _conclude(flagged: DataFrame, ds: Dataset, keep: Collection[str], keep_raw: bool) -> DataFrame:
+    """REJECTED; warn flags only on kept rows; raw text only on rejected rows; of the typed
+    (and referenced) columns only the primary key and those in `keep`."""
+    rejected = reduce(
+        or_, [F.col(violation(r)) for r in ds.rules if r.severity is Severity.REJECT], F.lit(False)
+    )
+    flags = [
+        (
+            F.col(violation(r))
+            if r.severity is Severity.REJECT
+            else F.col(violation(r)) & ~rejected
+        ).alias(violation(r))
+        for r in ds.rules
+    ]
+    texts = [F.when(rejected, F.col(raw(c))).alias(raw(c)) for c in ds.header] if keep_raw else []
+    return flagged.select(
+        *[c for c in flagged.columns if c in keep or c == ds.primary_key],
+        *texts,
+        MALFORMED,
+        *FILE_ORDER,
+        *flags,
+        rejected.alias(REJECTED),
+    )
+
+
+def check_dataset(
+    frame: DataFrame,
+    ds: Dataset,
+    *,
+    keep: Collection[str],
+    keep_raw: bool = False,
+    valid: Mapping[str, DataFrame] | None = None,
+    broadcast: Collection[str] = (),
+) -> DataFrame:
+    """Parse `frame` (as read by `read_dataset`) and flag every rule of `ds`.
+
+    The result has the primary key, the typed columns (and columns referenced from other
+    datasets) named in `keep`, with `keep_raw` the raw text of rejected rows, the reader's bookkeeping columns, one
+    flag per rule and REJECTED. Rules referencing other datasets need those datasets' valid rows
+    in `valid` (`valid_rows`); the ones named in `broadcast` are shipped to every task.
+    """
+    unknown = {r.kind for r in ds.rules} - SINGLE_DATASET_KINDS - CROSS_DATASET_KINDS
+    if unknown:
+        raise ValueError(f"{ds.name}: no Spark check for rule kinds {sorted(unknown)}")
+    row_rules = [r for r in ds.rules if r.single_dataset and r.kind != "unique"]
+    later_rules = [r for r in ds.rules if not r.single_dataset or r.kind == "unique"]
+    needed = set(keep) | {c for r in later_rules for c in r.columns}
+    flagged = (
+        parse(frame, ds)
+        .withColumns({violation(r): F.coalesce(_row_check(r), F.lit(False)) for r in row_rules})
+        # narrow the rows before the shuffle of the unique check
+        .select(
+            *[c.name for c in ds.columns if c.name in needed],
+            *([raw(c) for c in ds.header] if keep_raw else []),
+            MALFORMED,
+            *FILE_ORDER,
+            *[violation(r) for r in row_rules],
+        )
+        .withColumns(
+            {
+                violation(r): F.coalesce(_unique_check(r), F.lit(False))
+                for r in ds.rules
+                if r.kind == "unique"
+            }
+        )
+    )
+    if any(not r.single_dataset for r in ds.rules):
+        flagged = _join_lookups(flagged, ds, valid or {}, broadcast).withColumns(
+            {
+                violation(r): F.coalesce(_cross_dataset_check(r), F.lit(False))
+                for r in ds.rules
+                if not r.single_dataset
+            }
+        )
+    return _conclude(flagged, ds, keep, keep_raw)
+
+
+def valid_rows(checked: DataFrame) -> DataFrame:
+    """The rows that break no reject rule: the ones the metrics and the lookups use."""
+    return checked.filter(~F.col(REJECTED))

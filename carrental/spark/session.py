@@ -1,0 +1,58 @@
+"""The SparkSession both jobs run on: on EMR Serverless (cluster settings) or locally."""
+
+from __future__ import annotations
+
+import os
+
+from pyspark.sql import SparkSession
+
+# Settings that matter for correctness and cost, enforced everywhere (also on an already running session):
+# wall-clock timestamps must mean the same on every machine, and adaptive query execution
+# coalesces small shuffle partitions and turns joins with a small side into broadcast joins.
+CORRECTNESS_SETTINGS = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.adaptive.enabled": "true",
+    # With pruning, the CSV reader splits only the columns a query uses and no longer notices a
+    # row with too few or too many fields (carrental.spark.io reports those rows).
+    "spark.sql.csv.parser.columnPruning.enabled": "false",
+}
+
+# Local runs only: EMR Serverless sizes the driver, executors and shuffle itself.
+LOCAL_SETTINGS = {
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    # A laptop's hostname often does not resolve (VPN, no DNS): talk to the driver over loopback.
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.driver.host": "127.0.0.1",
+    # In local mode the executors live in the driver JVM; 1 GB (the default) is too little for
+    # cached inputs of a few million rentals. Only takes effect when this call starts the JVM.
+    "spark.driver.memory": "4g",
+    # Each job is a handful of small shuffles: a few partitions per core beats the default 200.
+    "spark.sql.shuffle.partitions": str(2 * (os.cpu_count() or 2)),
+}
+
+
+def build_session(
+    app_name: str, *, master: str | None = None, shuffle_partitions: int | None = None
+) -> SparkSession:
+    """Get (or create) the session for a job.
+
+    ``master=None`` (EMR Serverless, ``spark-submit``) leaves the cluster's settings alone apart
+    from CORRECTNESS_SETTINGS; ``master="local[*]"`` adds LOCAL_SETTINGS. ``shuffle_partitions``
+    overrides the shuffle partition count in both cases.
+    """
+    settings = dict(CORRECTNESS_SETTINGS)
+    builder = SparkSession.builder.appName(app_name)
+    if master is not None:
+        builder = builder.master(master)
+        settings = {**LOCAL_SETTINGS, **settings}
+    if shuffle_partitions is not None:
+        settings["spark.sql.shuffle.partitions"] = str(shuffle_partitions)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    # getOrCreate hands back a running session as it is: set the runtime SQL settings on it.
+    for key, value in settings.items():
+        if key.startswith("spark.sql."):
+            spark.conf.set(key, value)
+    return spark

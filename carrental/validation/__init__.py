@@ -1,0 +1,40 @@
+"""Upload validation: may this CSV enter the pipeline?
+
+The same code runs in the ValidateUpload Lambda (on an S3 object stream), in `carrental run`
+and in `carrental validate`. It checks a file against its dataset contract
+(`carrental.contracts`) in one streaming pass with bounded memory:
+
+- file-level rejections: unknown dataset; not UTF-8 text (a UTF-8 BOM and CRLF line endings are
+  fine); compressed or binary content; a header that is missing, lacks, adds or repeats a column
+  (order is free: columns are mapped by name); no data rows; unparseable CSV (unbalanced quotes,
+  rows with the wrong number of fields, a row larger than the reader's block);
+- row rules: the contract's single-dataset rules, counted per rule with examples. If more than
+  `reject_threshold` (default 5 %) of the rows break a reject rule (duplicate keys included),
+  the file is rejected; under it, the file is accepted and Spark routes those rows to
+  rental_rejects.
+
+Imported on AWS Lambda and EMR: pyarrow and numpy only (no duckdb, sqlglot or rich).
+"""
+
+from carrental.validation.core import (
+    BLOCK_SIZE,
+    DEFAULT_REJECT_THRESHOLD,
+    infer_dataset,
+    quarantine_names,
+    validate_path,
+    validate_stream,
+)
+from carrental.validation.verdict import MAX_EXAMPLES, Example, FileVerdict, Problem
+
+__all__ = [
+    "BLOCK_SIZE",
+    "DEFAULT_REJECT_THRESHOLD",
+    "MAX_EXAMPLES",
+    "Example",
+    "FileVerdict",
+    "Problem",
+    "infer_dataset",
+    "quarantine_names",
+    "validate_path",
+    "validate_stream",
+]

@@ -1,0 +1,150 @@
+"""What Athena answers for one run's report queries, and the CSV files that must come out.
+
+moto's Athena runs no SQL: the results are queued (moto's documented query-results API) and
+handed out in the order the queries start. summary.csv and top_locations.csv carry hand-written
+values with the exact CSV expected (money and hours with two decimals, counts as integers,
+quoting of commas); the other reports get one row typed by column name (money, hours, counts,
+dates, text) from their SQL's select list.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import requests
+import sqlglot
+
+from carrental.report import REPORTS, load_sql
+
+RUN_ID = "batch-20260105T101500-3f9a1c"
+
+# Precision and scale as Athena reports them in ColumnInfo (awswrangler reads both).
+_PRECISION_SCALE = {
+    "varchar": (2147483647, 0),
+    "integer": (10, 0),
+    "bigint": (19, 0),
+    "double": (17, 0),
+    "decimal": (18, 4),
+    "date": (0, 0),
+}
+
+
+@dataclass(frozen=True)
+class ResultSet:
+    columns: list[tuple[str, str]]  # (name, Athena type)
+    rows: list[list[str]]
+    expected_csv: str
+
+    def as_moto_result(self) -> dict:
+        header = {"Data": [{"VarCharValue": name} for name, _ in self.columns]}
+        rows = [{"Data": [{"VarCharValue": value} for value in row]} for row in self.rows]
+        info = [
+            {
+                "Name": name,
+                "Label": name,
+                "Type": athena_type,
+                "Precision": _PRECISION_SCALE[athena_type][0],
+                "Scale": _PRECISION_SCALE[athena_type][1],
+                "Nullable": "UNKNOWN",
+            }
+            for name, athena_type in self.columns
+        ]
+        return {"rows": [header, *rows], "column_info": info}
+
+
+SUMMARY = ResultSet(
+    columns=[("metric", "varchar"), ("value", "varchar")],
+    rows=[
+        ["total_revenue", "1324.50"],
+        ["rental_count", "20"],
+        ["highest_revenue_location", "Airport, Terminal 1 (Springfield): 1234.50"],
+    ],
+    expected_csv=(
+        "metric,value\n"
+        "total_revenue,1324.50\n"
+        "rental_count,20\n"
+        'highest_revenue_location,"Airport, Terminal 1 (Springfield): 1234.50"\n'
+    ),
+)
+
+TOP_LOCATIONS = ResultSet(
+    columns=[
+        ("location_id", "integer"),
+        ("location_name", "varchar"),
+        ("city", "varchar"),
+        ("state", "varchar"),
+        ("rental_count", "bigint"),
+        ("total_revenue", "decimal"),
+        ("avg_rental_amount", "decimal"),
+        ("unique_vehicles", "bigint"),
+        ("unique_users", "bigint"),
+        ("avg_rental_hours", "double"),
+    ],
+    rows=[
+        [
+            "7",
+            "Airport, Terminal 1",
+            "Springfield",
+            "IL",
+            "17",
+            "1234.5",
+            "72.6176",
+            "15",
+            "16",
+            "3.25",
+        ],
+        ["12", "Main St", "Shelbyville", "IL", "3", "90", "30", "3", "2", "1.5"],
+    ],
+    expected_csv=(
+        "location_id,location_name,city,state,rental_count,total_revenue,avg_rental_amount,"
+        "unique_vehicles,unique_users,avg_rental_hours\n"
+        '7,"Airport, Terminal 1",Springfield,IL,17,1234.50,72.62,15,16,3.25\n'
+        "12,Main St,Shelbyville,IL,3,90.00,30.00,3,2,1.50\n"
+    ),
+)
+
+
+def _generated_cell(column: str) -> tuple[str, str, str]:
+    """(Athena type, value Athena returns, text the report must hold) for a column, by its name."""
+    if re.search(r"(amount|revenue|spent|hours)$", column):
+        return "decimal", "12.345", "12.35"  # two decimals, half up
+    if re.search(r"(count|violations|rank)$", column) or column.startswith("unique_"):
+        return "bigint", "7", "7"
+    if column.endswith("date"):
+        return "date", "2026-01-05", "2026-01-05"
+    return "varchar", f"{column} of the run", f"{column} of the run"
+
+
+def _generated_result(report: str) -> ResultSet:
+    columns = sqlglot.parse_one(load_sql(REPORTS[report]), read="athena").named_selects
+    cells = [_generated_cell(column) for column in columns]
+    return ResultSet(
+        columns=[
+            (column, athena_type)
+            for column, (athena_type, _, _) in zip(columns, cells, strict=True)
+        ],
+        rows=[[value for _, value, _ in cells]],
+        expected_csv=",".join(columns) + "\n" + ",".join(text for _, _, text in cells) + "\n",
+    )
+
+
+def report_results() -> dict[str, ResultSet]:
+    """One result set per report of REPORTS, in REPORTS order."""
+    hand_written = {"summary.csv": SUMMARY, "top_locations.csv": TOP_LOCATIONS}
+    return {report: hand_written.get(report) or _generated_result(report) for report in REPORTS}
+
+
+def placeholder_count(sql: str) -> int:
+    """The ? parameters of a query, counted by a SQL parser (comments and strings excluded)."""
+    return len(list(sqlglot.parse_one(sql, read="athena").find_all(sqlglot.exp.Placeholder)))
+
+
+def queue_athena_results(result_sets: list[ResultSet]) -> None:
+    """Queue results for the next queries moto's Athena starts, in this order."""
+    response = requests.post(
+        "http://motoapi.amazonaws.com/moto-api/static/athena/query-results",
+        json={"results": [result.as_moto_result() for result in result_sets]},
+        timeout=10,
+    )
+    response.raise_for_status()

@@ -1,0 +1,175 @@
+"""The one place where the workflow tests depart from the deployed definition (moto's gaps).
+
+moto executes state machines but does not implement the `.sync` integrations of EMR Serverless
+(`startJobRun.sync`) and Athena (`startQueryExecution.sync`): such an execution ends in
+States.Runtime, which no Catch can catch. So, for the tests only:
+
+1. `rewrite_for_moto` turns those Task states, and the Report Lambda's `lambda:invoke`, into
+   `sqs:sendMessage.waitForTaskToken` tasks. Each message carries the state name and the
+   parameters the engine evaluated from the real definition; Retry, Catch, ResultSelector and
+   ResultPath are kept as they are.
+2. `StandIn` plays the services behind those tasks, like a `.sync` poller would: it calls moto's
+   EMR Serverless `start_job_run` (parameter names and shapes are checked by botocore) and
+   `get_job_run`, moto's Athena `start_query_execution` and `get_query_execution`, and the
+   real Report handler in-process, then reports success or failure with SendTaskSuccess or
+   SendTaskFailure. A test lists the states that must fail (moto never fails a job or query).
+3. `correct_moto_crawl_status`: moto's GetCrawler shows the current crawl as LastCrawl, with
+   crawl states (RUNNING, COMPLETED, STOPPED); Glue shows the latest finished crawl with
+   SUCCEEDED, CANCELLED or FAILED, which the definition checks. The patch makes moto say it
+   Glue's way.
+4. `emr_application_for_moto`: moto's EMR Serverless accepts only `emr-X.Y.0` release labels,
+   not the `emr-spark-8.0.0` of the template (test_template.py checks that label).
+
+What only a real deploy proves: the `.sync` integrations themselves, IAM, EMR running the jobs,
+Glue inferring the schemas, Athena running the SQL (README, "Deploy to AWS").
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import pytest
+from moto.glue.models import FakeCrawler
+
+from tests.aws.template import iter_states
+
+EMR_SYNC = "arn:aws:states:::emr-serverless:startJobRun.sync"
+ATHENA_SYNC = "arn:aws:states:::athena:startQueryExecution.sync"
+LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
+STOOD_IN = (EMR_SYNC, ATHENA_SYNC, LAMBDA_INVOKE)
+CALLBACK = "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
+
+_GLUE_LAST_CRAWL_STATUS = {"COMPLETED": "SUCCEEDED", "STOPPED": "CANCELLED", "FAILED": "FAILED"}
+_MOTO_RELEASE_LABEL = "emr-7.0.0"
+
+
+def rewrite_for_moto(definition: Mapping[str, Any], queue_url: str) -> dict[str, Any]:
+    rewritten = copy.deepcopy(dict(definition))
+    for _, name, state in iter_states(rewritten):
+        if state.get("Type") == "Task" and state["Resource"] in STOOD_IN:
+            state["Parameters"] = {
+                "QueueUrl": queue_url,
+                "MessageBody": {
+                    "state": name,
+                    "resource": state["Resource"],
+                    "task_token.$": "$$.Task.Token",
+                    "parameters": state["Parameters"],
+                },
+            }
+            state["Resource"] = CALLBACK
+    return rewritten
+
+
+def correct_moto_crawl_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    as_dict = FakeCrawler.as_dict
+
+    def as_glue_reports_it(crawler: FakeCrawler) -> dict[str, Any]:
+        # Glue's LastCrawl is the latest *finished* crawl; moto shows the current one.
+        data = as_dict(crawler)
+        data.pop("LastCrawl", None)
+        finished = [c for c in crawler.crawls if c.status in _GLUE_LAST_CRAWL_STATUS]
+        if finished:
+            crawl = finished[-1]
+            data["LastCrawl"] = {
+                "LogGroup": crawl.log_group,
+                "LogStream": crawl.log_stream,
+                "MessagePrefix": crawl.message_prefix,
+                "StartTime": crawl.start_time,
+                "Status": _GLUE_LAST_CRAWL_STATUS[crawl.status],
+            }
+        return data
+
+    monkeypatch.setattr(FakeCrawler, "as_dict", as_glue_reports_it)
+
+
+def emr_application_for_moto(properties: Mapping[str, Any]) -> dict[str, Any]:
+    """CreateApplication arguments from the template's properties, with a label moto knows."""
+    return camel_case_keys({**properties, "ReleaseLabel": _MOTO_RELEASE_LABEL})
+
+
+def camel_case_keys(value: Any) -> Any:
+    """Step Functions' optimized integrations spell API fields in PascalCase, boto3 in camelCase."""
+    if isinstance(value, dict):
+        return {key[0].lower() + key[1:]: camel_case_keys(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [camel_case_keys(item) for item in value]
+    return value
+
+
+@dataclass
+class StandIn:
+    """Answers the rewritten tasks until the execution ends; records what each state asked for."""
+
+    queue_url: str
+    report_handler: Callable[[dict], dict]
+    failures: Mapping[str, str] = field(default_factory=dict)  # state name -> error name
+    on_tick: Callable[[], None] = lambda: None
+    calls: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.sqs = boto3.client("sqs")
+        self.sfn = boto3.client("stepfunctions")
+        self.emr = boto3.client("emr-serverless")
+        self.athena = boto3.client("athena")
+
+    def run(self, execution_arn: str, timeout_s: float = 60.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for message in self.sqs.receive_message(QueueUrl=self.queue_url).get("Messages", []):
+                self.sqs.delete_message(
+                    QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"]
+                )
+                self._answer(json.loads(message["Body"]))
+            self.on_tick()
+            execution = self.sfn.describe_execution(executionArn=execution_arn)
+            if execution["status"] != "RUNNING":
+                return execution
+            time.sleep(0.05)
+        raise TimeoutError(f"{execution_arn} still running after {timeout_s} s")
+
+    def _answer(self, task: dict[str, Any]) -> None:
+        state, token, params = task["state"], task["task_token"], task["parameters"]
+        self.calls.setdefault(state, []).append(params)
+        serve = {EMR_SYNC: self._spark_job, ATHENA_SYNC: self._query, LAMBDA_INVOKE: self._invoke}
+        try:
+            output = serve[task["resource"]](params)
+        except Exception as exc:  # what Lambda or the service would report as the task's error
+            self._report(token, failure=(type(exc).__name__, str(exc)))
+            raise
+        if state in self.failures:
+            self._report(token, failure=(self.failures[state], f"{state} made to fail"))
+        else:
+            self._report(token, output=output)
+
+    def _report(
+        self, token: str, output: Any = None, failure: tuple[str, str] | None = None
+    ) -> None:
+        try:
+            if failure:
+                self.sfn.send_task_failure(taskToken=token, error=failure[0], cause=failure[1])
+            else:
+                self.sfn.send_task_success(taskToken=token, output=json.dumps(output, default=str))
+        except (self.sfn.exceptions.InvalidToken, self.sfn.exceptions.TaskDoesNotExist):
+            # The other branch of a Parallel failed first and the task was cancelled: nobody
+            # waits for this answer any more, as with a real service.
+            pass
+
+    def _spark_job(self, params: dict[str, Any]) -> dict[str, Any]:
+        started = self.emr.start_job_run(**camel_case_keys(params))
+        run = self.emr.get_job_run(
+            applicationId=started["applicationId"], jobRunId=started["jobRunId"]
+        )
+        return {"JobRun": run["jobRun"]}
+
+    def _query(self, params: dict[str, Any]) -> dict[str, Any]:
+        query_id = self.athena.start_query_execution(**params)["QueryExecutionId"]
+        return self.athena.get_query_execution(QueryExecutionId=query_id)
+
+    def _invoke(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"StatusCode": 200, "Payload": self.report_handler(params["Payload"])}

@@ -1,0 +1,108 @@
+"""template.yaml and the state machine definition as data, for the stack tests.
+
+CloudFormation's short tags (!Ref, !Sub, !GetAtt, ...) become their long JSON form, and
+`resolve` evaluates the intrinsics the tests need against a map of physical values, the way
+CloudFormation would. Anything it does not know raises, so a template change cannot slip by.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_PATH = REPO_ROOT / "template.yaml"
+ASL_PATH = REPO_ROOT / "stepfunctions" / "car_rental_pipeline.asl.json"
+STATE_MACHINE = "CarRentalPipeline"
+
+_SUB_VARIABLE = re.compile(r"\$\{([^}!]+)\}")
+NO_VALUE = object()  # AWS::NoValue: the property is left out
+
+
+class _CfnLoader(yaml.SafeLoader):
+    pass
+
+
+def _short_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{suffix}": value}
+
+
+_CfnLoader.add_multi_constructor("!", _short_tag)
+
+
+def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)
+
+
+def parameter_defaults(template: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: spec.get("Default") for name, spec in template["Parameters"].items()}
+
+
+def resolve(value: Any, names: Mapping[str, Any]) -> Any:
+    """Evaluate Ref, Fn::GetAtt, Fn::Sub and Fn::If with `names`.
+
+    Keys of `names`: "Logical", "Logical.Attribute", "AWS::Pseudo" and "Condition:Name".
+    """
+    if isinstance(value, list):
+        return [item for item in (resolve(v, names) for v in value) if item is not NO_VALUE]
+    if not isinstance(value, dict):
+        return value
+    if set(value) == {"Ref"}:
+        return NO_VALUE if value["Ref"] == "AWS::NoValue" else _lookup(names, value["Ref"])
+    if set(value) == {"Fn::If"}:
+        condition, if_true, if_false = value["Fn::If"]
+        return resolve(if_true if _lookup(names, f"Condition:{condition}") else if_false, names)
+    if set(value) == {"Fn::GetAtt"}:
+        return _lookup(names, ".".join(value["Fn::GetAtt"]))
+    if set(value) == {"Fn::Sub"}:
+        if not isinstance(value["Fn::Sub"], str):
+            raise NotImplementedError(f"Fn::Sub with a variable map: {value}")
+        return _SUB_VARIABLE.sub(lambda m: str(_lookup(names, m[1])), value["Fn::Sub"])
+    if any(key.startswith("Fn::") for key in value):
+        raise NotImplementedError(f"the test resolver does not evaluate {value}")
+    resolved = {key: resolve(item, names) for key, item in value.items()}
+    return {key: item for key, item in resolved.items() if item is not NO_VALUE}
+
+
+def _lookup(names: Mapping[str, Any], name: str) -> Any:
+    if name not in names:
+        raise KeyError(f"no test value for {name!r}; add it to the names map")
+    return names[name]
+
+
+def definition_substitutions(template: Mapping[str, Any]) -> dict[str, Any]:
+    return template["Resources"][STATE_MACHINE]["Properties"]["DefinitionSubstitutions"]
+
+
+def render_definition(substitutions: Mapping[str, Any]) -> dict[str, Any]:
+    """The definition Step Functions receives: every ${Key} replaced as raw text, then parsed."""
+    text = ASL_PATH.read_text(encoding="utf-8")
+    for key, value in substitutions.items():
+        text = text.replace("${" + key + "}", str(value))
+    leftover = re.findall(r"\$\{[^}]*\}", text)
+    if leftover:
+        raise ValueError(f"unsubstituted placeholders in the definition: {sorted(set(leftover))}")
+    return json.loads(text)
+
+
+def iter_states(definition: Mapping[str, Any], path: str = ""):
+    """(path, name, state) for every state, inside Parallel branches too."""
+    for name, state in definition["States"].items():
+        yield path, name, state
+        for index, branch in enumerate(state.get("Branches", [])):
+            yield from iter_states(branch, f"{path}{name}[{index}]/")

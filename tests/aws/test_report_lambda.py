@@ -1,0 +1,109 @@
+"""The Report Lambda against moto's S3 and Athena, with the query results queued."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from carrental.report import REPORTS, load_sql
+from tests.aws.report_data import RUN_ID, placeholder_count, queue_athena_results, report_results
+
+LAKE = "carrental-lake"
+ARTIFACTS = "carrental-artifacts"
+WORKGROUP = "carrental-analytics"
+DATABASE = "car_rental_db"
+
+
+@pytest.fixture
+def athena(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    monkeypatch.setenv("GLUE_DATABASE", DATABASE)
+    monkeypatch.setenv("ATHENA_WORKGROUP", WORKGROUP)
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=LAKE)
+        s3.create_bucket(Bucket=ARTIFACTS)
+        client = boto3.client("athena")
+        client.create_work_group(
+            Name=WORKGROUP,
+            Configuration={
+                "EnforceWorkGroupConfiguration": True,
+                "ResultConfiguration": {"OutputLocation": f"s3://{ARTIFACTS}/athena-results/"},
+            },
+        )
+        yield client
+
+
+def start_summary_query(athena) -> str:
+    """What the workflow's RunSummaryQuery state does before it invokes the Report function."""
+    sql = load_sql(REPORTS["summary.csv"])
+    return athena.start_query_execution(
+        QueryString=sql,
+        WorkGroup=WORKGROUP,
+        QueryExecutionContext={"Database": DATABASE},
+        ExecutionParameters=[f"'{RUN_ID}'"] * placeholder_count(sql),
+    )["QueryExecutionId"]
+
+
+def test_report_writes_every_csv_of_the_run(athena, report_app, lambda_context) -> None:
+    expected = report_results()
+    queue_athena_results(list(expected.values()))  # summary first: it starts first
+    summary_id = start_summary_query(athena)
+
+    result = report_app.lambda_handler(
+        {"run_id": RUN_ID, "bucket": LAKE, "summary_query_execution_id": summary_id},
+        lambda_context,
+    )
+
+    assert result == {"bucket": LAKE, "keys": [f"reports/{RUN_ID}/{name}" for name in REPORTS]}
+    s3 = boto3.client("s3")
+    for name, result_set in expected.items():
+        body = s3.get_object(Bucket=LAKE, Key=f"reports/{RUN_ID}/{name}")["Body"].read()
+        assert body.decode() == result_set.expected_csv, name
+
+
+def test_report_queries_run_in_the_workgroup_with_the_run_id_quoted(
+    athena, report_app, lambda_context
+) -> None:
+    queue_athena_results(list(report_results().values()))
+    summary_id = start_summary_query(athena)
+
+    report_app.lambda_handler(
+        {"run_id": RUN_ID, "bucket": LAKE, "summary_query_execution_id": summary_id},
+        lambda_context,
+    )
+
+    started = {}
+    for query_id in athena.list_query_executions(WorkGroup=WORKGROUP)["QueryExecutionIds"]:
+        execution = athena.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]
+        started[execution["Query"]] = execution
+    for name, sql_file in REPORTS.items():
+        sql = load_sql(sql_file)
+        assert sql in started, f"{name}: {sql_file} was not run"
+        execution = started[sql]
+        assert execution["ExecutionParameters"] == [f"'{RUN_ID}'"] * placeholder_count(sql)
+        assert execution["QueryExecutionContext"]["Database"] == DATABASE
+        assert execution["WorkGroup"] == WORKGROUP
+    assert len(started) == len(REPORTS)
+
+
+def test_an_incomplete_event_is_refused_by_name(report_app, lambda_context) -> None:
+    with pytest.raises(ValueError, match="summary_query_execution_id"):
+        report_app.lambda_handler({"run_id": RUN_ID, "bucket": LAKE}, lambda_context)
+
+
+def test_an_unsafe_run_id_is_refused(report_app) -> None:
+    with pytest.raises(ValueError, match="invalid run id"):
+        report_app.write_report(
+            "run'; DROP TABLE x", LAKE, "q-1", database=DATABASE, workgroup=WORKGROUP
+        )
+
+
+def test_string_parameters_are_sql_literals(report_app) -> None:
+    assert report_app.athena_parameters("SELECT 1 WHERE a = ? AND b = ?", "r-1") == [
+        "'r-1'",
+        "'r-1'",
+    ]
+    assert report_app.athena_parameters("SELECT ?", "it's") == ["'it''s'"]

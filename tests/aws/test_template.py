@@ -1,0 +1,287 @@
+"""template.yaml and samconfig.toml: the promises cfn-lint and checkov cannot check."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import tomllib
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from carrental.deploy import sync_template_sql
+from carrental.lake import TABLES
+from carrental.report import REPORTS, load_sql
+from tests.aws.report_data import placeholder_count
+from tests.aws.template import (
+    REPO_ROOT,
+    definition_substitutions,
+    load_template,
+    parameter_defaults,
+    render_definition,
+    resolve,
+)
+
+LAKE = "lake-bucket"
+NAMES = {"DataLakeBucket": LAKE, "AWS::StackName": "stack"}
+SPARK_MARKERS = {"**/_SUCCESS", "**/_temporary/**", "**/*.crc"}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template()
+
+
+def _resources(template, resource_type: str) -> dict[str, dict]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == resource_type}
+
+
+def _sql_text(text: str) -> str:
+    """SQL as the template holds it: trailing blanks of lines and of the file dropped."""
+    return "\n".join(line.rstrip() for line in text.rstrip().split("\n"))
+
+
+def test_each_crawler_makes_one_table_per_folder_of_its_job(template) -> None:
+    crawlers = {
+        "VehicleLocationPerformanceCrawler": "vehicle_location_performance",
+        "UserTransactionAnalysisCrawler": "user_transaction_analysis",
+    }
+    assert set(_resources(template, "AWS::Glue::Crawler")) == set(crawlers)
+    for crawler, job in crawlers.items():
+        props = template["Resources"][crawler]["Properties"]
+        targets = props["Targets"]["S3Targets"]
+        expected = [f"s3://{LAKE}/processed/{t}/" for t, writer in TABLES.items() if writer == job]
+        assert [resolve(t["Path"], NAMES) for t in targets] == expected
+        assert all(set(t["Exclusions"]) == SPARK_MARKERS for t in targets)
+        # processed/ is level 1 under the bucket: level 2 puts a table at each data product.
+        configuration = json.loads(props["Configuration"])
+        assert configuration["Grouping"]["TableLevelConfiguration"] == 2
+
+
+def test_spark_runs_the_version_the_tests_run(template) -> None:
+    app = template["Resources"]["SparkApplication"]["Properties"]
+    assert app["ReleaseLabel"] == "emr-spark-8.0.0"  # Spark 4.0.x on EMR Serverless
+    assert version("pyspark").startswith("4.0.")
+    assert "InitialCapacity" in app  # pre-initialised workers only when the parameter asks
+    assert parameter_defaults(template)["EmrPreInitializedExecutors"] == 0
+
+
+def _policy_statements(template) -> list[tuple[str, dict]]:
+    found = []
+    for logical_id, resource in template["Resources"].items():
+        props = resource.get("Properties", {})
+        for policy in props.get("Policies", []):
+            found += [(logical_id, s) for s in policy["PolicyDocument"]["Statement"]]
+        for key in ("PolicyDocument", "KeyPolicy"):
+            if key in props:
+                found += [(logical_id, s) for s in props[key]["Statement"]]
+    return found
+
+
+def _actions(statement: dict) -> list[str]:
+    actions = statement["Action"]
+    return [actions] if isinstance(actions, str) else actions
+
+
+def test_no_allow_statement_grants_a_wildcard_action(template) -> None:
+    statements = _policy_statements(template)
+    assert len(statements) > 40
+    for owner, statement in statements:
+        if statement["Effect"] == "Allow":
+            for action in _actions(statement):
+                assert action != "*" and not action.endswith(":*"), (owner, action)
+
+
+def test_only_the_workflow_passes_a_role_and_only_the_spark_job_role(template) -> None:
+    passing = [(o, s) for o, s in _policy_statements(template) if "iam:PassRole" in _actions(s)]
+    assert len(passing) == 1
+    owner, statement = passing[0]
+    assert owner == "StateMachineRole"
+    assert statement["Resource"] == {"Fn::GetAtt": ["SparkJobRole", "Arn"]}
+    assert statement["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "emr-serverless.amazonaws.com"}
+    }
+
+
+def test_the_workflow_may_manage_the_emr_sync_rule_and_nothing_else(template) -> None:
+    events = [
+        s
+        for o, s in _policy_statements(template)
+        if any(a.startswith("events:") for a in _actions(s))
+    ]
+    assert len(events) == 1
+    assert sorted(_actions(events[0])) == [
+        "events:DescribeRule",
+        "events:PutRule",
+        "events:PutTargets",
+    ]
+    assert events[0]["Resource"]["Fn::Sub"].endswith(
+        ":rule/StepFunctionsGetEventsForEMRServerlessJobRule"
+    )
+
+
+def test_every_function_service_and_job_has_its_own_role(template) -> None:
+    resources = template["Resources"]
+    users = {
+        "ValidateUploadFunction": resources["ValidateUploadFunction"]["Properties"]["Role"],
+        "ReportFunction": resources["ReportFunction"]["Properties"]["Role"],
+        "CarRentalPipeline": resources["CarRentalPipeline"]["Properties"]["Role"],
+        "crawlers": resources["VehicleLocationPerformanceCrawler"]["Properties"]["Role"],
+    }
+    roles = [role["Fn::GetAtt"][0] for role in users.values()]
+    assert roles == ["ValidateUploadRole", "ReportRole", "StateMachineRole", "CrawlerRole"]
+    assert resources["UserTransactionAnalysisCrawler"]["Properties"]["Role"] == users["crawlers"]
+    assert set(_resources(template, "AWS::IAM::Role")) == {*roles, "SparkJobRole"}
+
+
+def test_buckets_are_encrypted_private_and_tls_only(template) -> None:
+    buckets = _resources(template, "AWS::S3::Bucket")
+    policies = {
+        p["Properties"]["Bucket"]["Ref"]: p["Properties"]["PolicyDocument"]["Statement"]
+        for p in _resources(template, "AWS::S3::BucketPolicy").values()
+    }
+    for name, bucket in buckets.items():
+        props = bucket["Properties"]
+        assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"], name
+        assert all(props["PublicAccessBlockConfiguration"].values()), name
+        assert props["VersioningConfiguration"] == {"Status": "Enabled"}, name
+        deny = [s for s in policies[name] if s["Effect"] == "Deny"]
+        assert deny[0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}, name
+    lake = buckets["DataLakeBucket"]["Properties"]
+    assert lake["NotificationConfiguration"]["EventBridgeConfiguration"]["EventBridgeEnabled"]
+    expiring = {
+        rule.get("Prefix")
+        for rule in buckets["ArtifactsBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+        if "ExpirationInDays" in rule
+    }
+    assert expiring == {"emr-logs/", "athena-results/"}
+
+
+def test_uploads_under_raw_reach_validation_with_retries_and_a_dead_letter_queue(template) -> None:
+    rule = template["Resources"]["UploadEventsRule"]["Properties"]
+    assert rule["EventPattern"]["detail-type"] == ["Object Created"]
+    assert rule["EventPattern"]["detail"]["object"] == {"key": [{"prefix": "raw/"}]}
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["ValidateUploadFunction", "Arn"]}
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
+    assert target["DeadLetterConfig"]["Arn"] == {
+        "Fn::GetAtt": ["UploadEventsDeadLetterQueue", "Arn"]
+    }
+
+
+def test_validate_upload_gets_the_environment_and_table_it_was_written_against(template) -> None:
+    resources = template["Resources"]
+    function = resources["ValidateUploadFunction"]["Properties"]
+    assert function["Handler"] == "app.lambda_handler"
+    assert set(function["Environment"]["Variables"]) == {
+        "STATE_MACHINE_ARN",
+        "ALERT_TOPIC_ARN",
+        "BATCH_TABLE_NAME",
+        "REJECT_THRESHOLD",
+        "POWERTOOLS_SERVICE_NAME",
+        "POWERTOOLS_METRICS_NAMESPACE",
+    }
+    assert parameter_defaults(template)["RejectThreshold"] == "0.05"
+    table = resources["BatchTable"]["Properties"]
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["KeySchema"] == [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+    assert {a["AttributeType"] for a in table["AttributeDefinitions"]} == {"S"}
+
+
+def test_athena_workgroup_is_enforced_encrypted_and_capped(template) -> None:
+    config = template["Resources"]["AthenaWorkGroup"]["Properties"]["WorkGroupConfiguration"]
+    assert config["EnforceWorkGroupConfiguration"] is True
+    assert config["BytesScannedCutoffPerQuery"] == {"Ref": "AthenaBytesScannedCutoffPerQuery"}
+    assert config["ResultConfiguration"]["EncryptionConfiguration"]["EncryptionOption"]
+    assert resolve(config["ResultConfiguration"]["OutputLocation"], {"ArtifactsBucket": "a"}) == (
+        "s3://a/athena-results/"
+    )
+
+
+def test_named_queries_hold_the_sql_files(template) -> None:
+    named = {
+        q["Properties"]["Name"]["Fn::Sub"].split("-", 1)[1]: q["Properties"]["QueryString"]
+        for q in _resources(template, "AWS::Athena::NamedQuery").values()
+    }
+    assert named == {Path(f).stem: _sql_text(load_sql(f)) for f in REPORTS.values()}
+
+
+def test_the_workflow_runs_the_summary_sql_with_one_parameter_per_placeholder(template) -> None:
+    substitutions = definition_substitutions(template)
+    plain = {k: v for k, v in substitutions.items() if isinstance(v, str)}
+    definition = render_definition({**{k: "x" for k in substitutions}, **plain})
+    query = definition["States"]["RunSummaryQuery"]["Parameters"]
+    sql = load_sql(REPORTS["summary.csv"])
+    assert query["QueryString"] == sql
+    arguments = substitutions["SummaryQueryParameters"].split(", ")
+    assert arguments == ["$.summary_query.run_id_literal"] * placeholder_count(sql)
+
+
+def test_generated_sql_blocks_are_up_to_date() -> None:
+    assert not sync_template_sql(check=True), "run `make sync-template-sql`"
+
+
+def test_every_checkov_skip_says_why(template) -> None:
+    skips = [
+        (name, skip)
+        for name, resource in template["Resources"].items()
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", [])
+    ]
+    assert skips
+    for name, skip in skips:
+        assert skip["id"].startswith("CKV_") and len(skip["comment"]) > 30, name
+
+
+def test_outputs_tell_a_user_where_to_upload_and_look(template) -> None:
+    assert {
+        "DataLakeBucketName",
+        "ArtifactsBucketName",
+        "UploadPrefix",
+        "ReportsPrefix",
+        "StateMachineArn",
+        "AthenaWorkGroupName",
+        "GlueDatabaseName",
+        "ExampleUploadCommand",
+    } <= set(template["Outputs"])
+
+
+def test_samconfig_has_dev_and_prod_for_this_template(template) -> None:
+    config = tomllib.loads((REPO_ROOT / "samconfig.toml").read_text(encoding="utf-8"))
+    for env in ("dev", "prod"):
+        deploy = config[env]["deploy"]["parameters"]
+        assert deploy["stack_name"] == f"carrental-{env}"
+        assert deploy["capabilities"] == "CAPABILITY_IAM"
+        assert deploy["resolve_s3"] is True
+        for item in deploy["parameter_overrides"]:
+            key, value = item.split("=", 1)
+            spec = template["Parameters"][key]
+            assert " " not in value, f"SAM CLI would cut {item!r} at the space"
+            assert re.fullmatch(spec.get("AllowedPattern", ".*"), value), item
+            assert value in map(str, spec.get("AllowedValues", [value])), item
+        assert config[env]["build"]["parameters"]["build_in_source"] is True
+
+
+def test_sam_build_targets_package_the_layer_and_both_functions(tmp_path) -> None:
+    for target in ("build-CarrentalLayer", "build-ValidateUploadFunction", "build-ReportFunction"):
+        subprocess.run(
+            ["make", "--silent", target, f"ARTIFACTS_DIR={tmp_path / target}"],
+            cwd=REPO_ROOT,
+            check=True,
+        )
+    layer = tmp_path / "build-CarrentalLayer" / "python" / "carrental"
+    assert (layer / "__init__.py").is_file() and (layer / "report.py").is_file()
+    assert not list(layer.rglob("__pycache__"))
+    validate = tmp_path / "build-ValidateUploadFunction"
+    handler_files = sorted(p.name for p in (REPO_ROOT / "lambdas/validate_upload").glob("*.py"))
+    assert "app.py" in handler_files
+    assert sorted(p.name for p in validate.iterdir()) == handler_files
+    function = tmp_path / "build-ReportFunction"
+    assert (function / "app.py").read_bytes() == (REPO_ROOT / "lambdas/report/app.py").read_bytes()
+    for sql_file in REPORTS.values():
+        assert (function / "sql" / sql_file).read_text() == load_sql(sql_file)
