@@ -15,26 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from process_stats import cpu_seconds, peak_rss_mb
+
 from carrental.contracts import DATASETS
-
-
-def _jvm_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _jvm_peak_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
 
 
 def measure(batch: Path, shared: bool) -> dict[str, float]:
@@ -64,8 +53,8 @@ def measure(batch: Path, shared: bool) -> dict[str, float]:
             job(spark, inputs, output, "bench-shared", batch=checked)
         checked.unpersist()
         seconds["both jobs, one checked batch"] = time.perf_counter() - started
-    seconds["JVM CPU s"] = _jvm_cpu_seconds(pid)
-    seconds["JVM peak MB"] = _jvm_peak_mb(pid)
+    seconds["JVM CPU s"] = cpu_seconds(pid)
+    seconds["JVM peak MB"] = peak_rss_mb(pid)
     spark.stop()
     return seconds
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from process_stats import cpu_seconds, peak_rss_mb
 
 RENTALS = "rental_transactions"
 
@@ -136,7 +137,7 @@ def measure_in_this_process(path: Path, warm_up: Path | None) -> int:
 
     if warm_up:
         validate_path(warm_up)
-    cpu_before = _cpu_seconds()
+    cpu_before = cpu_seconds()
     started = time.perf_counter()
     verdict = validate_path(path)
     seconds = time.perf_counter() - started
@@ -147,25 +148,12 @@ def measure_in_this_process(path: Path, warm_up: Path | None) -> int:
                 "rows": verdict.rows,
                 "accepted": verdict.accepted,
                 "seconds": seconds,
-                "cpu_seconds": _cpu_seconds() - cpu_before,
-                "peak_rss_mb": _peak_rss_mb(),
+                "cpu_seconds": cpu_seconds() - cpu_before,
+                "peak_rss_mb": peak_rss_mb(),
             }
         )
     )
     return 0
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _peak_rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def print_table(results: list[dict]) -> None:

@@ -12,6 +12,8 @@ from pyspark.sql import SparkSession
 CORRECTNESS_SETTINGS = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.adaptive.enabled": "true",
+    # Strict java.time parsing of the contracts' date patterns (LEGACY would accept 2024-2-1).
+    "spark.sql.legacy.timeParserPolicy": "CORRECTED",
     # With pruning, the CSV reader splits only the columns a query uses and no longer notices a
     # row with too few or too many fields (carrental.spark.io reports those rows).
     "spark.sql.csv.parser.columnPruning.enabled": "false",
