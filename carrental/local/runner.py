@@ -172,17 +172,19 @@ def _frame(con, sql_file: str, run_id: str) -> pd.DataFrame:
     return pd.DataFrame(cursor.fetchall(), columns=[d[0] for d in cursor.description])
 
 
-def write_report(con, run_id: str, report_dir: Path) -> None:
-    """Run every report query on the staged catalog and write the CSVs (staged, then renamed)."""
+def write_report(con, run_id: str, report_dir: Path) -> dict[str, pd.DataFrame]:
+    """Run every report query on the staged catalog and write the CSVs (staged, then renamed).
+    Returns the shaped reports, as written."""
     staging = report_dir.with_name(f".{report_dir.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    reports = {}
     for report_name, sql_file in REPORTS.items():
-        shape_report(report_name, _frame(con, sql_file, run_id)).to_csv(
-            staging / report_name, index=False
-        )
+        reports[report_name] = shape_report(report_name, _frame(con, sql_file, run_id))
+        reports[report_name].to_csv(staging / report_name, index=False)
     shutil.rmtree(report_dir, ignore_errors=True)
     staging.rename(report_dir)
+    return reports
 
 
 class Progress:
@@ -251,13 +253,7 @@ def run_pipeline(
             try:
                 con = catalog.open_catalog(lake_root, staged)
                 try:
-                    write_report(con, run_id, report_dir)
-                    top_spenders = con.execute(
-                        catalog.to_duckdb_sql(
-                            "SELECT spend_rank, first_name, last_name, user_id, rental_count, "
-                            "total_spent FROM user_metrics ORDER BY spend_rank LIMIT 5"
-                        )
-                    ).fetchall()
+                    reports = write_report(con, run_id, report_dir)
                 finally:
                     con.close()
             except Exception as exc:
@@ -266,16 +262,21 @@ def run_pipeline(
     finally:
         staged.unlink(missing_ok=True)
 
-    summary = pd.read_csv(report_dir / "summary.csv", dtype=str, keep_default_na=False)
-    quality = pd.read_csv(report_dir / "data_quality.csv", dtype=str, keep_default_na=False)
+    # top_users.csv is ordered by spend_rank; the terminal shows its first five
+    spenders = reports["top_users.csv"].head(5)
+    quality = reports["data_quality.csv"]
     return RunResult(
         run_id=run_id,
         lake=lake_root,
         report_dir=report_dir,
         tables=tables,
-        summary=list(summary.itertuples(index=False, name=None)),
-        top_spenders=top_spenders,
-        data_quality=[r for r in quality.itertuples(index=False, name=None) if r[3] != "0"],
+        summary=list(reports["summary.csv"].itertuples(index=False, name=None)),
+        top_spenders=list(
+            spenders[
+                ["spend_rank", "first_name", "last_name", "user_id", "rental_count", "total_spent"]
+            ].itertuples(index=False, name=None)
+        ),
+        data_quality=list(quality[quality["violations"] != "0"].itertuples(index=False, name=None)),
         timings=progress.timings,
         job_timings=job_timings,
     )
@@ -290,7 +291,7 @@ def print_summary(result: RunResult, console: Console) -> None:
     for column in ("rank", "name", "user_id", "rentals", "spent"):
         spenders.add_column(column)
     for rank, first, last, user_id, rentals, spent in result.top_spenders:
-        spenders.add_row(str(rank), f"{first} {last}", user_id, str(rentals), f"{spent:.2f}")
+        spenders.add_row(rank, f"{first} {last}", user_id, rentals, spent)
     console.print(spenders)
     quality = Table(title="Data quality (rules with violations)", title_justify="left")
     for column in ("dataset", "rule", "severity", "violations"):
