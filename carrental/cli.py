@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from carrental import __version__
+from carrental.contracts import DEFAULT_REJECT_THRESHOLD
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -33,20 +34,54 @@ def _contracts(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from carrental.local.runner import StageError, print_summary, run_pipeline
+    from carrental.local.console import Progress, print_summary
+    from carrental.local.runner import StageError, run_pipeline
+    from carrental.local.store import LakeError
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, emoji=False, highlight=False)
     try:
-        result = run_pipeline(args.input, args.lake, args.run_id, console)
+        result = run_pipeline(
+            args.lake, args.input, args.run_id, Progress(console), args.reject_threshold
+        )
     except StageError as exc:
-        console.print(f"[red bold]carrental run: stage '{exc.stage}' failed[/]", highlight=False)
-        console.print(str(exc), highlight=False, markup=False)
+        console.print(f"carrental run: stage '{exc.stage}' failed", style="red bold", markup=False)
+        console.print(str(exc), markup=False)
         if exc.log:
-            console.print(f"log: {exc.log}", highlight=False)
+            console.print(f"log: {exc.log}", markup=False)
         console.print("the previous published run, its tables and report are unchanged")
         return 1
-    print_summary(result, Console())
+    except LakeError as exc:
+        console.print(f"carrental run: {exc}", style="red bold", markup=False)
+        return 1
+    print_summary(result, Console(emoji=False, highlight=False))
     return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from carrental.local.console import print_ingested
+    from carrental.local.runner import ingest_files
+    from carrental.local.store import LakeError, LocalLake
+    from carrental.validation import infer_dataset
+
+    if args.dataset is not None:
+        infer_dataset("", args.dataset)  # an unknown --dataset is a usage error (exit 2)
+    missing = [str(path) for path in args.files if not path.is_file()]
+    if missing:
+        raise ValueError(f"not a file: {', '.join(missing)}")
+    console = Console(emoji=False, highlight=False)
+    try:
+        ingested = ingest_files(
+            LocalLake(args.lake),
+            [(path, args.dataset) for path in args.files],
+            args.reject_threshold,
+            lambda i: print_ingested(i, console),
+        )
+    except LakeError as exc:
+        print(f"carrental ingest: {exc}", file=sys.stderr)
+        return 1
+    return 0 if all(i.verdict.accepted for i in ingested) else 1
 
 
 def _query(args: argparse.Namespace) -> int:
@@ -175,12 +210,41 @@ def build_parser() -> argparse.ArgumentParser:
     docs = commands.add_parser("contracts", help="print the dataset contracts as Markdown")
     docs.set_defaults(handler=_contracts)
 
-    run = commands.add_parser(
-        "run", help="run the whole pipeline locally: validate, Spark, catalog, summary, report"
+    ingest = commands.add_parser(
+        "ingest",
+        help="validate CSV files and add them to the lake's inputs (rejected ones: quarantine)",
     )
-    run.add_argument("--input", type=Path, required=True, help="folder with the four CSVs")
+    ingest.add_argument("files", nargs="+", type=Path, metavar="FILE", help="CSV file(s)")
+    ingest.add_argument("--lake", type=Path, default=Path(".lake"), help="lake folder (.lake/)")
+    ingest.add_argument(
+        "--dataset",
+        help="dataset of every FILE (default: the folder after raw/, else the parent folder, "
+        "else the file name)",
+    )
+    ingest.add_argument(
+        "--reject-threshold",
+        type=_fraction,
+        default=DEFAULT_REJECT_THRESHOLD,
+        help="reject a file when more than this fraction of rows break a reject rule (0.05)",
+    )
+    ingest.set_defaults(handler=_ingest)
+
+    run = commands.add_parser(
+        "run",
+        help="run the pipeline locally on the lake's inputs: Spark jobs, catalog, report, publish",
+    )
+    run.add_argument(
+        "--input", type=Path, help="a folder with the four CSVs to ingest first (<dataset>.csv)"
+    )
     run.add_argument("--lake", type=Path, default=Path(".lake"), help="lake folder (.lake/)")
     run.add_argument("--run-id", help="run id (default: the UTC start time)")
+    run.add_argument(
+        "--reject-threshold",
+        type=_fraction,
+        default=DEFAULT_REJECT_THRESHOLD,
+        help="hold back a rentals file when more than this fraction of its rows break a reject "
+        "rule at run time, foreign keys included (0.05)",
+    )
     run.set_defaults(handler=_run)
 
     query = commands.add_parser(

@@ -32,6 +32,9 @@ class LogicalType(StrEnum):
 
 MONEY_PRECISION = 12
 MONEY_SCALE = 2
+# A file whose share of rows breaking a reject rule exceeds this is kept out whole: rejected by
+# the upload validator, or held back from a run when foreign keys are checked at run time.
+DEFAULT_REJECT_THRESHOLD = 0.05
 
 # Pricing of the lab data: total_amount = whole hours x hourly rate of the vehicle_type.
 HOURLY_RATES: dict[str, Decimal] = {

@@ -1,13 +1,20 @@
-"""The lake's layout, shared by the Spark jobs, the local runner and the AWS stack.
+"""The lake's layout, shared by the Spark jobs, the local lake and the AWS stack.
 
-    <root>/raw/<dataset>/…                     landing zone; never modified by the pipeline
-    <root>/quarantine/<dataset>/…              rejected files + <file>.errors.json beside each
-    <root>/processed/<table>/run_id=<id>/…     one Parquet folder per table per run
-    <root>/reports/<run_id>/…                  CSV reports
+    <root>/raw/<dataset>/<name>                   landed files: an S3 upload; locally the copy
+                                                  `carrental ingest` keeps
+    <root>/quarantine/<dataset>/<stamp>-<name>    rejected files, each with <…>.errors.json beside
+                                                  it; the stamp keeps every rejection's evidence
+    <root>/staged/v1/<dataset>/<sha256>.parquet   every accepted file, parsed once into typed
+                                                  Parquet, named by the SHA-256 of its bytes
+                                                  (immutable: what was validated is what runs read)
+    <root>/runs/<run_id>/manifest.json            the exact inputs of one run (carrental.inputs)
+    <root>/processed/<table>/run_id=<id>/…        one Parquet folder per table per run
+    <root>/reports/<run_id>/…                     the run's report
+    <root>/published/runs.jsonl                   the publish record (carrental.publishing)
 
 `root` is a local folder or an ``s3://bucket`` URI; paths are built as strings so both work.
-Every run writes its own ``run_id=`` folder: re-running a run id replaces only that folder, and
-a failed run never touches the tables of earlier runs. Readers pick the latest *published* run.
+Every run writes its own ``run_id=`` folders: a failed run never touches another run's tables.
+Which run analysts see is decided by the publish record alone (docs/architecture.md).
 
 Standard library only: imported on Lambda and EMR Serverless.
 """
@@ -15,8 +22,9 @@ Standard library only: imported on Lambda and EMR Serverless.
 from __future__ import annotations
 
 import re
+from pathlib import PurePosixPath
 
-# Output tables and the job that writes each (DESIGN.md, "Output data products").
+# Output tables and the job that writes each (docs/tables.md).
 TABLES: dict[str, str] = {
     "location_performance": "vehicle_location_performance",
     "vehicle_type_performance": "vehicle_location_performance",
@@ -26,7 +34,22 @@ TABLES: dict[str, str] = {
     "business_summary": "user_transaction_analysis",
     "rental_rejects": "user_transaction_analysis",
     "data_quality": "user_transaction_analysis",
+    "run_inputs": "user_transaction_analysis",
 }
+# In a catalog, runs_<table> holds every run's rows (partition run_id) and <table> is a view of
+# the published run's rows only.
+RUNS_TABLE_PREFIX = "runs_"
+
+RAW = "raw"
+QUARANTINE = "quarantine"
+# The staged layer's format version: a change to what staging writes gets a new folder, so a
+# file staged by older code is never read as if it were the new format.
+STAGED = "staged/v1"
+RUNS = "runs"
+PROCESSED = "processed"
+REPORTS = "reports"
+PUBLISHED_RECORD = "published/runs.jsonl"
+MANIFEST_FILE = "manifest.json"
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -45,22 +68,40 @@ def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
-def raw_prefix(root: str, dataset: str) -> str:
-    return join(root, "raw", dataset)
+def raw_key(dataset: str, name: str) -> str:
+    return join(RAW, dataset, name)
 
 
-def quarantine_prefix(root: str, dataset: str) -> str:
-    return join(root, "quarantine", dataset)
+def staged_key(dataset: str, sha256: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
+    return join(STAGED, dataset, f"{sha256}.parquet")
+
+
+def quarantine_keys(dataset: str, name: str, stamp: str) -> tuple[str, str]:
+    """Where a rejected file and its error report go, relative to the lake root. `stamp` (the
+    rejection's time, plus whatever makes it unique) keeps every earlier rejection's evidence:
+    (quarantine/users/20261201T101500Z-users.csv, quarantine/users/…-users.csv.errors.json)."""
+    key = join(QUARANTINE, dataset, f"{stamp}-{PurePosixPath(name).name}")
+    return key, f"{key}.errors.json"
+
+
+def run_prefix(root: str, run_id: str) -> str:
+    return join(root, RUNS, check_run_id(run_id))
+
+
+def manifest_key(run_id: str) -> str:
+    return join(RUNS, check_run_id(run_id), MANIFEST_FILE)
 
 
 def processed_prefix(root: str) -> str:
-    return join(root, "processed")
+    return join(root, PROCESSED)
 
 
 def table_run_path(processed: str, table: str, run_id: str) -> str:
-    """Where one run of one table lives, under the processed prefix (what jobs get as --output)."""
+    """Where one run of one table lives, under the processed prefix."""
     return join(processed, table, f"run_id={check_run_id(run_id)}")
 
 
 def report_prefix(root: str, run_id: str) -> str:
-    return join(root, "reports", check_run_id(run_id))
+    return join(root, REPORTS, check_run_id(run_id))

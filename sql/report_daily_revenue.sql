@@ -6,6 +6,6 @@ SELECT
     avg_rental_amount,
     unique_users,
     unique_vehicles
-FROM daily_metrics
+FROM runs_daily_metrics
 WHERE run_id = ?
 ORDER BY rental_date

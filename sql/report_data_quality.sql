@@ -4,6 +4,6 @@ SELECT
     rule,
     severity,
     violations
-FROM data_quality
+FROM runs_data_quality
 WHERE run_id = ?
 ORDER BY dataset, severity, rule

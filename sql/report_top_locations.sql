@@ -10,7 +10,7 @@ SELECT
     unique_vehicles,
     unique_users,
     avg_rental_hours
-FROM location_performance
+FROM runs_location_performance
 WHERE run_id = ?
 ORDER BY total_revenue DESC, location_id
 LIMIT 10

@@ -9,7 +9,7 @@ SELECT
     total_spent,
     avg_rental_amount,
     total_rental_hours
-FROM user_metrics
+FROM runs_user_metrics
 WHERE run_id = ?
 ORDER BY spend_rank
 LIMIT 10

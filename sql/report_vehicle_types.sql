@@ -9,6 +9,6 @@ SELECT
     unique_vehicles,
     total_rental_hours,
     avg_rental_hours
-FROM vehicle_type_performance
+FROM runs_vehicle_type_performance
 WHERE run_id = ?
 ORDER BY rental_count DESC, vehicle_type

@@ -4,33 +4,33 @@
 -- Numbers are cast to DECIMAL(18, 2) before VARCHAR so both engines print them the same way.
 WITH summary AS (
     SELECT *
-    FROM business_summary
+    FROM runs_business_summary
     WHERE run_id = ?
 ),
 top_location AS (
     SELECT location_name, city, total_revenue
-    FROM location_performance
+    FROM runs_location_performance
     WHERE run_id = ?
     ORDER BY total_revenue DESC, location_id
     LIMIT 1
 ),
 top_vehicle_type AS (
     SELECT vehicle_type, rental_count
-    FROM vehicle_type_performance
+    FROM runs_vehicle_type_performance
     WHERE run_id = ?
     ORDER BY rental_count DESC, vehicle_type
     LIMIT 1
 ),
 top_spender AS (
     SELECT user_id, first_name, last_name, total_spent
-    FROM user_metrics
+    FROM runs_user_metrics
     WHERE run_id = ?
     ORDER BY spend_rank
     LIMIT 1
 ),
 rejected AS (
     SELECT COUNT(*) AS rejected_rentals
-    FROM rental_rejects
+    FROM runs_rental_rejects
     WHERE run_id = ?
 ),
 metrics AS (

@@ -1,21 +1,15 @@
-"""The local catalog: a DuckDB file that plays Glue + Athena for `carrental run` and `query`.
+"""The local catalog: DuckDB playing Glue + Athena for `carrental run` and `carrental query`.
 
-"Crawling" a run registers one view per output table, named as in DESIGN.md, over that run's
-Parquet folder (`processed/<table>/run_id=<id>/`, read with hive partitioning so `run_id` is a
-column, as in the Glue tables). Only the latest *published* run is visible.
-
-Publishing is atomic: a run's catalog is built in a temporary file, the report is written from
-it, and only then does it replace `catalog.duckdb` (os.replace) and get recorded in
-`processed/_published.json`. A run that fails at any stage leaves the previous catalog, tables
-and report untouched.
+Built in memory each time it is opened, from the lake folder itself, with the names the Glue
+catalog has (carrental.publishing): ``runs_<table>`` over every run's Parquet folders
+(``processed/<table>/run_id=<id>/``, hive partitioning, so ``run_id`` is a column as in the
+crawled Glue tables), ``published_runs`` over the publish record, and the current view
+``<table>`` of each table, the Athena view definition transpiled by sqlglot. So the catalog can
+never disagree with the publish record: it reads it at query time.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -23,84 +17,15 @@ import sqlglot
 import sqlglot.errors
 
 from carrental import lake
-
-CATALOG_FILE = "catalog.duckdb"
-PUBLISHED_FILE = "_published.json"
-KEEP_PUBLISHED_RUNS = 3  # older runs' Parquet folders are deleted after a successful publish
+from carrental.publishing import PUBLISHED_RUNS_TABLE, RECORD_COLUMNS, runs_table, view_sql
 
 
 class CatalogError(RuntimeError):
     pass
 
 
-def catalog_path(lake_root: Path) -> Path:
-    return lake_root / CATALOG_FILE
-
-
-def published_runs(lake_root: Path) -> list[dict]:
-    path = Path(lake.processed_prefix(str(lake_root))) / PUBLISHED_FILE
-    if not path.exists():
-        return []
-    return json.loads(path.read_text())["runs"]
-
-
-def latest_published_run(lake_root: Path) -> str | None:
-    runs = published_runs(lake_root)
-    return runs[-1]["run_id"] if runs else None
-
-
 def _sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def build_catalog(lake_root: Path, run_id: str, target: Path) -> dict[str, int]:
-    """Register every table of `run_id` as a view in a new DuckDB file `target`.
-
-    Fails (CatalogError) if a table's folder is missing or has no Parquet file: the crawl must
-    not publish half a run. Returns the row count of each table.
-    """
-    target.unlink(missing_ok=True)
-    processed = lake.processed_prefix(str(lake_root.resolve()))
-    counts: dict[str, int] = {}
-    con = duckdb.connect(str(target))
-    try:
-        for table in lake.TABLES:
-            folder = Path(lake.table_run_path(processed, table, run_id))
-            if not any(folder.glob("*.parquet")):
-                raise CatalogError(f"table {table}: no Parquet files in {folder}")
-            pattern = _sql_literal(str(folder / "*.parquet"))
-            con.execute(
-                f"CREATE VIEW {table} AS SELECT * FROM "
-                f"read_parquet({pattern}, hive_partitioning = true, "
-                "hive_types = {'run_id': VARCHAR})"
-            )
-            counts[table] = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-    except BaseException:
-        con.close()
-        target.unlink(missing_ok=True)
-        raise
-    con.close()
-    return counts
-
-
-def publish(lake_root: Path, run_id: str, staged_catalog: Path, tables: dict[str, int]) -> None:
-    """Make `run_id` the visible run: swap in its catalog, record it, prune old runs."""
-    os.replace(staged_catalog, catalog_path(lake_root))
-    processed = Path(lake.processed_prefix(str(lake_root)))
-    runs = [r for r in published_runs(lake_root) if r["run_id"] != run_id]
-    runs.append({"run_id": run_id, "published_at": datetime.now(UTC).isoformat(), "tables": tables})
-    manifest = processed / PUBLISHED_FILE
-    staged_manifest = manifest.with_suffix(".json.tmp")
-    staged_manifest.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
-    os.replace(staged_manifest, manifest)
-    _prune(processed, keep={r["run_id"] for r in runs[-KEEP_PUBLISHED_RUNS:]})
-
-
-def _prune(processed: Path, keep: set[str]) -> None:
-    for table in lake.TABLES:
-        for folder in (processed / table).glob("run_id=*"):
-            if folder.name.removeprefix("run_id=") not in keep:
-                shutil.rmtree(folder, ignore_errors=True)
 
 
 def to_duckdb_sql(athena_sql: str) -> str:
@@ -111,14 +36,52 @@ def to_duckdb_sql(athena_sql: str) -> str:
     return statements[0]
 
 
-def open_catalog(lake_root: Path, catalog: Path | None = None) -> duckdb.DuckDBPyConnection:
-    path = catalog or catalog_path(lake_root)
-    if not path.exists():
-        raise CatalogError(
-            f"no catalog at {path}: run the pipeline first (carrental run --input DIR "
-            f"--lake {lake_root})"
+def table_files(lake_root: Path, table: str) -> str:
+    """The glob of every run's Parquet files of `table`."""
+    return str(Path(lake.processed_prefix(str(lake_root.resolve()))) / table / "*" / "*.parquet")
+
+
+def open_catalog(lake_root: Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the lake's tables and views; CatalogError if the lake has no
+    table yet."""
+    con = duckdb.connect()
+    try:
+        registered = []
+        for table in lake.TABLES:
+            files = table_files(lake_root, table)
+            if not any(Path(lake_root, lake.PROCESSED, table).glob("run_id=*/*.parquet")):
+                continue
+            con.execute(
+                f"CREATE VIEW {runs_table(table)} AS SELECT * FROM read_parquet("
+                f"{_sql_literal(files)}, hive_partitioning = true, union_by_name = true, "
+                "hive_types = {'run_id': VARCHAR})"
+            )
+            registered.append(table)
+        if not registered:
+            raise CatalogError(
+                f"no tables in {lake_root}: run the pipeline first "
+                f"(carrental run --lake {lake_root})"
+            )
+        record = lake_root.resolve() / lake.PUBLISHED_RECORD
+        columns = ", ".join(
+            f"{name}: {_sql_literal(kind)}" for name, kind in RECORD_COLUMNS.items()
         )
-    return duckdb.connect(str(path), read_only=True)
+        names = ", ".join(RECORD_COLUMNS)
+        source = (
+            f"read_json({_sql_literal(str(record))}, format = 'newline_delimited', "
+            f"columns = {{{columns}}})"
+            if record.exists()
+            else "(SELECT "
+            + ", ".join(f"NULL::{k} AS {n}" for n, k in RECORD_COLUMNS.items())
+            + " WHERE false)"
+        )
+        con.execute(f"CREATE VIEW {PUBLISHED_RUNS_TABLE} AS SELECT {names} FROM {source}")
+        for table in registered:
+            con.execute(to_duckdb_sql(view_sql(table)))
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 def run_query(con: duckdb.DuckDBPyConnection, athena_sql: str, params: list | None = None):

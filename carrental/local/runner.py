@@ -1,30 +1,35 @@
-"""`carrental run`: validate → Spark jobs → crawl → summary SQL → report, in one process.
+"""`carrental ingest` and `carrental run`: the cloud workflow's lifecycle on a lake folder.
 
-The same stages as the cloud workflow, with the same code: the upload validator, the Spark jobs
-of carrental.spark on a local SparkSession, the Athena SQL of sql/ (through sqlglot into DuckDB)
-and the report shaping of carrental.report.
+    ingest    validate each file (the upload validator), stage it as typed Parquet and add it
+              to the lake's inputs; a rejected file goes to quarantine
+    run       lock the lake → freeze the inputs in a manifest → both Spark jobs on a local
+              SparkSession (the jobs of carrental.spark, on the staged files the manifest
+              lists) → quarantine rental files the run-time gate held back → the report (the
+              Athena SQL of sql/ through sqlglot into DuckDB, shaped by carrental.report) →
+              publish (one atomic write of the publish record) → prune old runs
+
+A run that fails at any stage publishes nothing: the previous published run, its tables and its
+report stay what analysts see. docs/architecture.md describes the states and invariants.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
-from rich.console import Console
-from rich.table import Table
 
 from carrental import lake
-from carrental.contracts import DATASETS
+from carrental.contracts import DATASETS, DEFAULT_REJECT_THRESHOLD
+from carrental.inputs import MissingInputs
 from carrental.local import catalog
+from carrental.local.store import Ingested, LocalLake, utc_now
 from carrental.report import REPORTS, load_sql, query_params, shape_report
 
 
@@ -43,52 +48,65 @@ class RunResult:
     lake: Path
     report_dir: Path
     tables: dict[str, int]
-    summary: list[tuple[str, str]]
-    top_spenders: list[tuple]
-    data_quality: list[tuple]
+    reports: dict[str, pd.DataFrame]
+    held_back: list[dict]  # run_inputs rows of the rental files the gate left out
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     job_timings: dict[str, float] = field(default_factory=dict)  # Spark step -> seconds
 
 
-def new_run_id(lake_root: Path) -> str:
-    base = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    run_id, n = base, 1
-    while (lake_root / "reports" / run_id).exists() or run_id == catalog.latest_published_run(
-        lake_root
-    ):
-        n += 1
-        run_id = f"{base}-{n}"
-    return run_id
+class Stages:
+    """How a run reports its stages; the default says nothing (the CLI shows a live view)."""
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[Callable[[str], None]]:
+        yield lambda detail: None
+
+    def note(self, text: str) -> None:
+        """A line worth reading while the run goes on (e.g. an input file held back)."""
+
+
+def _timed(stages: Stages, timings: dict[str, float], name: str):
+    @contextlib.contextmanager
+    def stage() -> Iterator[Callable[[str], None]]:
+        started = time.perf_counter()
+        with stages.stage(name) as detail:
+            yield detail
+        timings[name] = time.perf_counter() - started
+
+    return stage()
 
 
 def input_files(input_dir: Path) -> dict[str, Path]:
+    if not input_dir.is_dir():
+        raise StageError("ingest", f"the input folder {input_dir} does not exist")
     files = {name: input_dir / f"{name}.csv" for name in DATASETS}
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
-        raise StageError("validate", "missing input file(s): " + ", ".join(missing))
+        raise StageError("ingest", "missing input file(s): " + ", ".join(missing))
     return files
 
 
-def validate_inputs(files: dict[str, Path], lake_root: Path) -> list:
-    """Validate all four files; quarantine each rejected one; fail if any was rejected."""
-    from carrental.validation import quarantine_names, validate_path
+def ingest_files(
+    store: LocalLake,
+    files: list[tuple[Path, str | None]],
+    reject_threshold: float = DEFAULT_REJECT_THRESHOLD,
+    on_file: Callable[[Ingested], None] = lambda ingested: None,
+) -> list[Ingested]:
+    """Ingest each (path, dataset or None) in order; every file is tried."""
+    done = []
+    for path, dataset in files:
+        ingested = store.ingest(path, dataset=dataset, reject_threshold=reject_threshold)
+        on_file(ingested)
+        done.append(ingested)
+    return done
 
-    verdicts, rejected = [], []
-    for dataset, path in files.items():
-        verdict = validate_path(path, dataset=dataset)
-        verdicts.append(verdict)
-        if not verdict.accepted:
-            copy_key, report_key = quarantine_names(f"raw/{dataset}/{path.name}", dataset)
-            (lake_root / copy_key).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, lake_root / copy_key)
-            (lake_root / report_key).write_text(json.dumps(verdict.to_dict(), indent=1) + "\n")
-            rejected.append((verdict, lake_root / report_key))
-    if rejected:
-        details = "\n\n".join(
-            f"{v.render()}\n(quarantined; error report: {report})" for v, report in rejected
-        )
-        raise StageError("validate", f"{len(rejected)} input file(s) rejected:\n\n{details}")
-    return verdicts
+
+def rejected_message(rejected: list[Ingested]) -> str:
+    return f"{len(rejected)} input file(s) rejected:\n\n" + "\n\n".join(
+        f"{i.verdict.render()}\n(quarantined to {i.quarantined[0]}; error report: "
+        f"{i.quarantined[1]})"
+        for i in rejected
+    )
 
 
 @contextlib.contextmanager
@@ -112,14 +130,10 @@ def _jvm_output_to(log_file: Path) -> Iterator[None]:
 
 
 def run_spark_jobs(
-    files: dict[str, Path],
-    lake_root: Path,
-    run_id: str,
-    log_file: Path,
-    on_job: Callable[[str], None],
-) -> tuple[dict[str, int], dict[str, float]]:
-    """Run both jobs on one SparkSession; return each table's row count and the wall time of
-    each step (the shared batch check, then each job)."""
+    store: LocalLake, run_id: str, log_file: Path, on_job: Callable[[str], None]
+) -> tuple[dict[str, int], list[dict], dict[str, float]]:
+    """Run both jobs of the run's manifest on one SparkSession; return each table's row count,
+    the held-back input files, and the wall time of each step (the shared check, each job)."""
     from pyspark.sql import SparkSession
 
     from carrental.spark.jobs import (
@@ -128,6 +142,7 @@ def run_spark_jobs(
         run_vehicle_location_performance,
     )
     from carrental.spark.session import build_session
+    from carrental.spark.sources import StagedInputs
 
     # An embedding process (a notebook, the test suite) may already have a session: use it and
     # leave it running. Otherwise start one whose JVM output goes to the run's log file.
@@ -137,15 +152,16 @@ def run_spark_jobs(
         with _jvm_output_to(log_file):
             spark = build_session("carrental-local", master="local[*]", shuffle_partitions=8)
         spark.sparkContext.setLogLevel("WARN")
-    inputs = {name: str(path.resolve()) for name, path in files.items()}
-    output = lake.processed_prefix(str(lake_root.resolve()))
+    root = str(store.root.resolve())
+    source = StagedInputs(root, store.manifest(run_id))
+    output = lake.processed_prefix(root)
     tables: dict[str, int] = {}
     timings: dict[str, float] = {}
     try:
-        on_job("reading and checking the batch")
+        on_job("reading and checking the inputs")
         started = time.perf_counter()
-        # On EMR each job reads and checks the batch itself; in one process, once is enough.
-        batch = check_batch(spark, inputs)
+        # On EMR each job reads and checks the inputs itself; in one process, once is enough.
+        batch = check_batch(spark, source)
         timings["check_batch"] = time.perf_counter() - started
         try:
             for job_name, job in (
@@ -154,14 +170,42 @@ def run_spark_jobs(
             ):
                 on_job(job_name)
                 started = time.perf_counter()
-                tables.update(job(spark, inputs, output, run_id, batch=batch))
+                tables.update(job(spark, source, output, run_id, batch=batch))
                 timings[job_name] = time.perf_counter() - started
+            held_back = [
+                {"source_file": s.source_file, "dataset": s.dataset, "reason": s.reason}
+                | {"rows": s.rows, "rejected_rows": s.rejected_rows, "sha256": s.content_sha256}
+                for s in batch.held_back
+            ]
         finally:
             batch.unpersist()
     finally:
         if owns_session:
             spark.stop()
-    return tables, timings
+    return tables, held_back, timings
+
+
+def hold_back(store: LocalLake, run_id: str, held_back: list[dict]) -> None:
+    """Quarantine the rental files the run's gate left out and take them out of the inputs
+    (unless a newer version of the file was ingested meanwhile: that one gets its own chance)."""
+    for held in held_back:
+        report = {
+            "source": held["source_file"],
+            "dataset": held["dataset"],
+            "verdict": "held_back",
+            "accepted": False,
+            "run_id": run_id,
+            "rows": held["rows"],
+            "rejected_rows": held["rejected_rows"],
+            "sha256": held["sha256"],
+            "reason": held["reason"],
+        }
+        raw_copy = store.path(held["source_file"])
+        store.quarantine(raw_copy, held["dataset"], report)
+        with store.changing_inputs() as inputs:
+            current = inputs.rentals.get(held["source_file"])
+            if current is not None and current.sha256 == held["sha256"]:
+                inputs.withdraw(held["source_file"])
 
 
 def _frame(con, sql_file: str, run_id: str) -> pd.DataFrame:
@@ -173,8 +217,8 @@ def _frame(con, sql_file: str, run_id: str) -> pd.DataFrame:
 
 
 def write_report(con, run_id: str, report_dir: Path) -> dict[str, pd.DataFrame]:
-    """Run every report query on the staged catalog and write the CSVs (staged, then renamed).
-    Returns the shaped reports, as written."""
+    """Run every report query for the run and write the CSVs (staged, then renamed). Returns
+    the shaped reports, as written."""
     staging = report_dir.with_name(f".{report_dir.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -187,121 +231,106 @@ def write_report(con, run_id: str, report_dir: Path) -> dict[str, pd.DataFrame]:
     return reports
 
 
-class Progress:
-    """Stage lines with elapsed time; a live spinner while a stage runs (on a terminal)."""
-
-    def __init__(self, console: Console):
-        self.console = console
-        self.timings: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[Callable[[str], None]]:
-        started = time.perf_counter()
-        with self.console.status(f"[bold]{name}[/]…", spinner="dots") as status:
-
-            def detail(text: str) -> None:
-                status.update(f"[bold]{name}[/]: {text} ({time.perf_counter() - started:.0f} s)")
-
-            try:
-                yield detail
-            except BaseException:
-                self.console.print(
-                    f"[red]✗[/] {name} failed after {time.perf_counter() - started:.1f} s"
-                )
-                raise
-        self.timings[name] = time.perf_counter() - started
-        self.console.print(f"[green]✓[/] {name} ({self.timings[name]:.1f} s)")
-
-
 def run_pipeline(
-    input_dir: Path, lake_root: Path, run_id: str | None = None, console: Console | None = None
+    lake_root: Path,
+    input_dir: Path | None = None,
+    run_id: str | None = None,
+    stages: Stages | None = None,
+    reject_threshold: float = DEFAULT_REJECT_THRESHOLD,
 ) -> RunResult:
-    console = console or Console(stderr=True)
-    lake_root.mkdir(parents=True, exist_ok=True)
-    run_id = lake.check_run_id(run_id) if run_id else new_run_id(lake_root)
-    if run_id == catalog.latest_published_run(lake_root):
-        raise StageError(
-            "start",
-            f"run id {run_id} is the published run; rerun under a new id so that a failure "
-            "cannot destroy the tables it publishes",
-        )
-    log_file = lake_root / "logs" / run_id / "spark.log"
-    progress = Progress(console)
-    console.print(f"run [bold]{run_id}[/] · input {input_dir} · lake {lake_root}")
-
-    with progress.stage("validate") as detail:
-        files = input_files(input_dir)
-        for name in files:
-            detail(name)
-        validate_inputs(files, lake_root)
-
-    with progress.stage("spark jobs") as detail:
+    """Run on the lake's current inputs (after ingesting the four files of `input_dir`, if
+    given). Raises StageError (nothing published), LakeBusy or LakeError."""
+    stages = stages or Stages()
+    store = LocalLake(lake_root)
+    timings: dict[str, float] = {}
+    with store.run_lock():
+        store.clean_leftovers()
+        if input_dir is not None:
+            with _timed(stages, timings, "ingest") as detail:
+                files = input_files(input_dir)
+                ingested = ingest_files(
+                    store,
+                    [(path, name) for name, path in files.items()],
+                    reject_threshold,
+                    lambda i: detail(i.verdict.dataset),
+                )
+                rejected = [i for i in ingested if not i.verdict.accepted]
+                if rejected:
+                    raise StageError("ingest", rejected_message(rejected))
+        run_id = lake.check_run_id(run_id) if run_id else store.new_run_id()
+        if store.run_folder(run_id).exists():
+            raise StageError(
+                "start",
+                f"run id {run_id} was used before ({store.run_folder(run_id)}); "
+                "choose another or leave --run-id out",
+            )
         try:
-            tables, job_timings = run_spark_jobs(files, lake_root, run_id, log_file, detail)
-        except Exception as exc:
-            raise StageError("spark jobs", f"{type(exc).__name__}: {exc}", log_file) from exc
-
-    staged = lake_root / f"{catalog.CATALOG_FILE}.{run_id}.staging"
-    report_dir = Path(lake.report_prefix(str(lake_root), run_id))
-    try:
-        with progress.stage("crawl"):
-            try:
-                catalog_counts = catalog.build_catalog(lake_root, run_id, staged)
-            except Exception as exc:
-                raise StageError("crawl", str(exc)) from exc
-        with progress.stage("summary + report"):
-            try:
-                con = catalog.open_catalog(lake_root, staged)
+            manifest = store.inputs().manifest(run_id, utc_now().isoformat(), reject_threshold)
+        except MissingInputs as exc:
+            raise StageError(
+                "start", f"{exc}: add it with `carrental ingest --lake {lake_root} FILE`"
+            ) from None
+        store.hold_for(run_id)
+        store.start_run(manifest)
+        log_file = store.run_folder(run_id) / "spark.log"
+        failed_stage = "spark jobs"
+        try:
+            with _timed(stages, timings, "spark jobs") as detail:
                 try:
-                    reports = write_report(con, run_id, report_dir)
-                finally:
-                    con.close()
-            except Exception as exc:
-                raise StageError("summary + report", f"{type(exc).__name__}: {exc}") from exc
-        catalog.publish(lake_root, run_id, staged, catalog_counts)
-    finally:
-        staged.unlink(missing_ok=True)
-
-    # top_users.csv is ordered by spend_rank; the terminal shows its first five
-    spenders = reports["top_users.csv"].head(5)
-    quality = reports["data_quality.csv"]
+                    tables, held, job_timings = run_spark_jobs(store, run_id, log_file, detail)
+                except Exception as exc:
+                    raise StageError(
+                        "spark jobs", f"{type(exc).__name__}: {exc}", log_file
+                    ) from exc
+            failed_stage = "hold back"
+            if held:
+                hold_back(store, run_id, held)
+                for h in held:
+                    stages.note(f"held back {h['source_file']}: {h['reason']}")
+            failed_stage = "summary + report"
+            report_dir = store.report_folder(run_id)
+            with _timed(stages, timings, "summary + report"):
+                try:
+                    con = catalog.open_catalog(lake_root)
+                    try:
+                        reports = write_report(con, run_id, report_dir)
+                    finally:
+                        con.close()
+                except Exception as exc:
+                    raise StageError("summary + report", f"{type(exc).__name__}: {exc}") from exc
+            failed_stage = "publish"
+            with _timed(stages, timings, "publish"):
+                store.publish(run_id)
+                store.record_status(
+                    run_id,
+                    "published",
+                    finished_at=utc_now().isoformat(),
+                    tables=tables,
+                    held_back=[h["source_file"] for h in held],
+                )
+        except BaseException as exc:
+            state = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            stage = exc.stage if isinstance(exc, StageError) else failed_stage
+            with contextlib.suppress(Exception):
+                store.record_status(
+                    run_id,
+                    state,
+                    finished_at=utc_now().isoformat(),
+                    failed_stage=stage,
+                    error=str(exc),
+                )
+            raise
+        try:
+            store.prune()
+        except OSError as exc:  # the run is published; old runs stay until the next prune
+            stages.note(f"could not remove old runs' files: {exc}")
     return RunResult(
         run_id=run_id,
         lake=lake_root,
         report_dir=report_dir,
         tables=tables,
-        summary=list(reports["summary.csv"].itertuples(index=False, name=None)),
-        top_spenders=list(
-            spenders[
-                ["spend_rank", "first_name", "last_name", "user_id", "rental_count", "total_spent"]
-            ].itertuples(index=False, name=None)
-        ),
-        data_quality=list(quality[quality["violations"] != "0"].itertuples(index=False, name=None)),
-        timings=progress.timings,
+        reports=reports,
+        held_back=held,
+        timings=timings,
         job_timings=job_timings,
     )
-
-
-def print_summary(result: RunResult, console: Console) -> None:
-    headline = Table(title=f"Run {result.run_id}", show_header=False, title_justify="left")
-    for metric, value in result.summary:
-        headline.add_row(metric.replace("_", " "), value)
-    console.print(headline)
-    spenders = Table(title="Top 5 spenders", title_justify="left")
-    for column in ("rank", "name", "user_id", "rentals", "spent"):
-        spenders.add_column(column)
-    for rank, first, last, user_id, rentals, spent in result.top_spenders:
-        spenders.add_row(rank, f"{first} {last}", user_id, rentals, spent)
-    console.print(spenders)
-    quality = Table(title="Data quality (rules with violations)", title_justify="left")
-    for column in ("dataset", "rule", "severity", "violations"):
-        quality.add_column(column)
-    for row in result.data_quality:
-        quality.add_row(*row)
-    if not result.data_quality:
-        quality.add_row("all", "every rule", "", "0")
-    console.print(quality)
-    total = sum(result.timings.values())
-    console.print(f"report: {result.report_dir}/ ({', '.join(REPORTS)})")
-    console.print(f'query the tables: carrental query --lake {result.lake} "SELECT …"')
-    console.print(f"done in {total:.1f} s")

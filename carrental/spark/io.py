@@ -1,10 +1,13 @@
-"""Extract and load: contract-shaped CSV reads with file row numbers, and per-run Parquet writes."""
+"""Extract and load: contract-shaped reads of CSV files and of the staged layer (both with the
+file and row each row came from), and per-run Parquet writes."""
 
 from __future__ import annotations
 
 import csv
 import logging
-from pathlib import Path
+import re
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
 
 from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
@@ -12,18 +15,26 @@ from pyspark.sql import types as st
 
 from carrental import lake
 from carrental.contracts import Dataset, spark_schema
+from carrental.staging import ROW_NUMBER, has_raw_text, raw
 
 log = logging.getLogger(__name__)
 
-# Where each row came from, added to every dataset read. Rows of one file block are read in line
-# order by one task, so (file, block start, id within the task) sorts rows in file order.
+# Where each row came from, on every dataset read: the file (its key in the lake, or its path),
+# the file's place in the history (0 for a CSV read: files by path), and the row's number in
+# its file (1 = the first data row after the header, as in defects.json). File order is
+# (FILE_INDEX, SOURCE_FILE, ROW_NUMBER).
 SOURCE_FILE = "_source_file"
+FILE_INDEX = "_file_index"
+FILE_ORDER = (FILE_INDEX, SOURCE_FILE, ROW_NUMBER)
+# CSV reads only: rows of one file block are read in line order by one task, so (file, block
+# start, id within the task) sorts rows in file order; with_row_numbers turns that into numbers.
 BLOCK_START = "_block_start"
 BLOCK_ROW = "_block_row"
-FILE_ORDER = (SOURCE_FILE, BLOCK_START, BLOCK_ROW)
 # The whole line of a row whose field count does not match the header (else null).
 MALFORMED = "_malformed_line"
-ROW_NUMBER = "row_number"  # 1 = the first data row after the header, as in defects.json
+# Hadoop reads every input path as a glob pattern: these characters must be escaped for a path
+# to mean exactly that file (seen: rent[1].csv read rent1.csv).
+_GLOB_CHARACTERS = re.compile(r"([\\\[\]*?{}])")
 
 # RFC 4180: a quote inside a quoted field is doubled. Spark's default escape character is a
 # backslash, which would corrupt values such as "\HERPA, CHHIRING" (a real registration name).
@@ -45,6 +56,11 @@ class InputError(ValueError):
     """An input file that the upload validator should have quarantined."""
 
 
+def exact_path(path: str) -> str:
+    """`path` escaped so that Hadoop reads exactly that file or folder, not a glob match."""
+    return _GLOB_CHARACTERS.sub(r"\\\1", path)
+
+
 def read_dataset(spark: SparkSession, path: str, ds: Dataset) -> DataFrame:
     """Read a dataset's CSV file (or folder of CSV files) as raw text, in contract column order.
 
@@ -54,9 +70,9 @@ def read_dataset(spark: SparkSession, path: str, ds: Dataset) -> DataFrame:
     Adds SOURCE_FILE / BLOCK_START / BLOCK_ROW (file order) and MALFORMED.
     """
     header = _header(spark, path, ds)
-    raw = spark_schema(ds, raw=True)
+    text = spark_schema(ds, raw=True)
     schema = st.StructType(
-        [raw[name] for name in header] + [st.StructField(MALFORMED, st.StringType())]
+        [text[name] for name in header] + [st.StructField(MALFORMED, st.StringType())]
     )
     frame = (
         spark.read.options(**CSV_OPTIONS)
@@ -65,7 +81,7 @@ def read_dataset(spark: SparkSession, path: str, ds: Dataset) -> DataFrame:
         # check the header of every file against the schema instead of trusting column positions
         .option("enforceSchema", "false")
         .schema(schema)
-        .csv(path)
+        .csv(exact_path(path))
     )
     return frame.select(
         *ds.header,
@@ -74,6 +90,43 @@ def read_dataset(spark: SparkSession, path: str, ds: Dataset) -> DataFrame:
         F.col("_metadata.file_block_start").alias(BLOCK_START),
         # must sit directly on the scan: it numbers rows in the order each task reads them
         F.monotonically_increasing_id().alias(BLOCK_ROW),
+    )
+
+
+def staged_spark_schema(ds: Dataset) -> st.StructType:
+    """The staged Parquet files' schema (carrental.staging.staged_schema) in Spark's types."""
+    typed = spark_schema(ds)
+    return st.StructType(
+        [*typed.fields]
+        + [st.StructField(raw(c.name), st.StringType()) for c in ds.columns if has_raw_text(c)]
+        + [st.StructField(ROW_NUMBER, st.LongType(), nullable=False)]
+    )
+
+
+def read_staged(spark: SparkSession, root: str, files: Sequence, ds: Dataset) -> DataFrame:
+    """Read staged files of one dataset (carrental.inputs.InputFile, in history order) as the
+    parsed frame the rule checks take: the typed contract columns, the text of every column
+    (raw(<column>)), MALFORMED (always null: the validator rejects such files), SOURCE_FILE
+    (the file's key), FILE_INDEX (its place in `files`) and ROW_NUMBER.
+
+    A staged file is named by its content, so two history entries with the same content read
+    the same file twice: the join below gives each of its rows once per entry."""
+    paths = sorted({exact_path(lake.join(root, f.staged)) for f in files})
+    entries = spark.createDataFrame(
+        [(PurePosixPath(f.staged).name, index, f.key) for index, f in enumerate(files)],
+        f"_staged_name string, {FILE_INDEX} int, {SOURCE_FILE} string",
+    )
+    rows = (
+        spark.read.schema(staged_spark_schema(ds))
+        .parquet(*paths)
+        .withColumn("_staged_name", F.col("_metadata.file_name"))
+        .join(F.broadcast(entries), "_staged_name")
+    )
+    return rows.select(
+        *[c.name for c in ds.columns],
+        *[F.col(raw(c.name) if has_raw_text(c) else c.name).alias(raw(c.name)) for c in ds.columns],
+        F.lit(None).cast(st.StringType()).alias(MALFORMED),
+        *FILE_ORDER,
     )
 
 
@@ -99,7 +152,7 @@ def _header(spark: SparkSession, path: str, ds: Dataset) -> list[str]:
     found = _local_header(path)
     if found is None:
         # Without a schema and with inferSchema off, Spark reads just the first line for the names.
-        found = spark.read.options(**CSV_OPTIONS).csv(path).columns
+        found = spark.read.options(**CSV_OPTIONS).csv(exact_path(path)).columns
     missing = [c for c in ds.header if c not in found]
     unexpected = [c for c in found if c not in ds.header]
     if missing or unexpected:
@@ -111,11 +164,12 @@ def _header(spark: SparkSession, path: str, ds: Dataset) -> list[str]:
     return found
 
 
-def with_row_numbers(rows: DataFrame, all_rows: DataFrame) -> DataFrame:
-    """Add ROW_NUMBER (line in its file minus the header) to `rows`, a subset of `all_rows`.
+def with_row_numbers(rows: DataFrame) -> DataFrame:
+    """Number the rows of a CSV read (ROW_NUMBER: line in its file minus the header) and add
+    FILE_INDEX 0; drops BLOCK_START and BLOCK_ROW.
 
-    Counts the rows of every file block of `all_rows` (a tiny table: one row per block), so the
-    data is never moved to one partition to be numbered.
+    Counts the rows of every file block (a tiny table: one row per block) and adds the counts of
+    the blocks before each row's, so the data is never moved to one partition to be numbered.
     """
     earlier_blocks = (
         Window.partitionBy(SOURCE_FILE)
@@ -123,7 +177,7 @@ def with_row_numbers(rows: DataFrame, all_rows: DataFrame) -> DataFrame:
         .rowsBetween(Window.unboundedPreceding, -1)
     )
     blocks = (
-        all_rows.groupBy(SOURCE_FILE, BLOCK_START)
+        rows.groupBy(SOURCE_FILE, BLOCK_START)
         .agg(F.count(F.lit(1)).alias("_block_rows"), F.min(BLOCK_ROW).alias("_first_block_row"))
         .withColumn("_rows_before", F.coalesce(F.sum("_block_rows").over(earlier_blocks), F.lit(0)))
         .drop("_block_rows")
@@ -134,26 +188,16 @@ def with_row_numbers(rows: DataFrame, all_rows: DataFrame) -> DataFrame:
             ROW_NUMBER,
             F.col("_rows_before") + F.col(BLOCK_ROW) - F.col("_first_block_row") + F.lit(1),
         )
-        .drop("_rows_before", "_first_block_row")
+        .withColumn(FILE_INDEX, F.lit(0))
+        .drop("_rows_before", "_first_block_row", BLOCK_START, BLOCK_ROW)
     )
 
 
-def malformed_row_count() -> Column:
-    """Aggregate: how many rows have a different number of fields than the header."""
-    return F.count_if(F.col(MALFORMED).isNotNull())
-
-
-def malformed_rows_error(rows: DataFrame, ds: Dataset) -> InputError:
-    """The error for a dataset with malformed rows, naming files, rows and lines. Such rows
-    cannot be split into columns, so no rule can judge them: the upload validator rejects
-    their files, and a job that meets one stops."""
-    examples = (
-        with_row_numbers(rows.filter(F.col(MALFORMED).isNotNull()), rows)
-        .select(SOURCE_FILE, ROW_NUMBER, MALFORMED)
-        .orderBy(SOURCE_FILE, ROW_NUMBER)
-        .limit(ERROR_EXAMPLES)
-        .collect()
-    )
+def malformed_rows_error(examples: Sequence, ds: Dataset) -> InputError:
+    """The error for a dataset with malformed rows, naming files, rows and lines (`examples`:
+    rows with SOURCE_FILE, ROW_NUMBER, MALFORMED). Such rows cannot be split into columns, so no
+    rule can judge them: the upload validator rejects their files, and a job that meets one
+    stops."""
     listed = "; ".join(f"{r[SOURCE_FILE]} row {r[ROW_NUMBER]}: {r[MALFORMED]!r}" for r in examples)
     return InputError(
         f"{ds.name}: rows with a different number of fields than the header's "
@@ -175,6 +219,7 @@ def write_table(frame: DataFrame, output: str, table: str, run_id: str) -> int:
         raise ValueError(f"unknown table {table!r} (known: {', '.join(lake.TABLES)})")
     path = lake.table_run_path(output, table, run_id)
     written = Observation()
+    # A write path is not a glob (only reads expand patterns): no escaping here.
     frame.observe(written, F.count(F.lit(1)).alias("rows")).write.mode("overwrite").parquet(path)
     rows = written.get["rows"]
     log.info("wrote %s: %d rows", path, rows)

@@ -39,7 +39,15 @@ from carrental.contracts import (
     Severity,
     spark_schema,
 )
-from carrental.spark.io import FILE_ORDER, MALFORMED, file_order
+from carrental.spark.io import (
+    BLOCK_ROW,
+    BLOCK_START,
+    FILE_ORDER,
+    MALFORMED,
+    SOURCE_FILE,
+    file_order,
+)
+from carrental.staging import raw
 
 REJECTED = "_rejected"  # breaks at least one reject rule
 
@@ -62,11 +70,6 @@ TEXT_PATTERNS = {
 def violation(rule: Rule) -> str:
     """The boolean column that says whether a row breaks `rule`."""
     return f"_breaks_{rule.name}"
-
-
-def raw(column: str) -> str:
-    """The column holding `column`'s text as read."""
-    return f"_raw_{column}"
 
 
 def rental_seconds(start: Column, end: Column) -> Column:
@@ -92,14 +95,17 @@ def typed_value(text: Column, column: contracts.Column, target: st.DataType) -> 
 
 
 def parse(frame: DataFrame, ds: Dataset) -> DataFrame:
-    """Typed contract columns (same names), the raw text of each (`raw(column)`), and the
-    reader's bookkeeping columns."""
+    """A CSV read (`carrental.spark.io.read_dataset`) parsed: typed contract columns (same
+    names), the text of each (`raw(column)`), and the reader's bookkeeping columns. The staged
+    layer holds the same typed values, parsed by the upload validator (carrental.staging)."""
     typed = spark_schema(ds)
     return frame.select(
         *[typed_value(F.col(c.name), c, typed[c.name].dataType).alias(c.name) for c in ds.columns],
         *[F.col(c).alias(raw(c)) for c in ds.header],
         MALFORMED,
-        *FILE_ORDER,
+        SOURCE_FILE,
+        BLOCK_START,
+        BLOCK_ROW,
     )
 
 
@@ -234,7 +240,7 @@ def _conclude(flagged: DataFrame, ds: Dataset, keep: Collection[str], keep_raw: 
 
 
 def check_dataset(
-    frame: DataFrame,
+    parsed: DataFrame,
     ds: Dataset,
     *,
     keep: Collection[str],
@@ -242,7 +248,8 @@ def check_dataset(
     valid: Mapping[str, DataFrame] | None = None,
     broadcast: Collection[str] = (),
 ) -> DataFrame:
-    """Parse `frame` (as read by `read_dataset`) and flag every rule of `ds`.
+    """Flag every rule of `ds` on `parsed` (typed columns, raw(<column>) texts, MALFORMED and
+    FILE_ORDER: a staged read, or a numbered `parse` of a CSV read; carrental.spark.sources).
 
     The result has the primary key, the typed columns (and columns referenced from other
     datasets) named in `keep`, with `keep_raw` the raw text of rejected rows, the reader's bookkeeping columns, one
@@ -256,8 +263,9 @@ def check_dataset(
     later_rules = [r for r in ds.rules if not r.single_dataset or r.kind == "unique"]
     needed = set(keep) | {c for r in later_rules for c in r.columns}
     flagged = (
-        parse(frame, ds)
-        .withColumns({violation(r): F.coalesce(_row_check(r), F.lit(False)) for r in row_rules})
+        parsed.withColumns(
+            {violation(r): F.coalesce(_row_check(r), F.lit(False)) for r in row_rules}
+        )
         # narrow the rows before the shuffle of the unique check
         .select(
             *[c.name for c in ds.columns if c.name in needed],

@@ -8,15 +8,16 @@ exact: integer seconds are summed, then divided by 3600 once and rounded half up
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from functools import reduce
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as st
 
 from carrental.contracts import DATASETS, RENTAL_TRANSACTIONS, Severity
-from carrental.spark.io import ROW_NUMBER, SOURCE_FILE, with_row_numbers
+from carrental.spark.io import ROW_NUMBER, SOURCE_FILE
 from carrental.spark.rules import (
     PRICING_CLASS_COLUMN,
     REJECTED,
@@ -182,13 +183,41 @@ def rental_rejects(checked_rentals: DataFrame) -> DataFrame:
         REJECT_REASON_SEPARATOR,
         *[F.when(F.col(violation(r)), F.lit(r.name)) for r in reject_rules],
     )
-    rejected = checked_rentals.filter(F.col(REJECTED))
-    return with_row_numbers(rejected, checked_rentals).select(
+    return checked_rentals.filter(F.col(REJECTED)).select(
         *[F.col(raw(c)).alias(c) for c in RENTAL_TRANSACTIONS.header],
         reason.alias("reject_reason"),
         F.col(SOURCE_FILE).alias("source_file"),
         ROW_NUMBER,
     )
+
+
+RUN_INPUTS_SCHEMA = (
+    "input_order int, dataset string, source_file string, content_sha256 string, "
+    "accepted_at timestamp_ntz, rows bigint, rejected_rows bigint, status string, reason string"
+)
+
+
+def run_inputs(spark: SparkSession, statuses: Sequence) -> DataFrame:
+    """One row per input file of the run (`jobs.InputStatus`, in manifest order): what it was,
+    how many of its rows break a reject rule at run time, and whether the run used it."""
+    rows = [
+        (
+            order,
+            s.dataset,
+            s.source_file,
+            s.content_sha256,
+            datetime.fromisoformat(s.accepted_at).astimezone(UTC).replace(tzinfo=None)
+            if s.accepted_at
+            else None,
+            s.rows,
+            s.rejected_rows,
+            s.status,
+            s.reason,
+        )
+        for order, s in enumerate(statuses, 1)
+    ]
+    # one small file, whatever the default parallelism
+    return spark.createDataFrame(rows, RUN_INPUTS_SCHEMA).coalesce(1)
 
 
 def data_quality(checked: Mapping[str, DataFrame]) -> DataFrame:

@@ -46,7 +46,7 @@ _DAYS_IN_MONTH = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
 class Parsed:
     kind: LogicalType
     valid: np.ndarray  # bool per row: non-empty and well formed
-    # int64 / float64 / cents for money / a chronological order key for datetimes
+    # int64 / float64 / cents for money / wall-clock seconds since 1970 for dates and times
     values: np.ndarray
 
 
@@ -139,16 +139,17 @@ def below(parsed: Parsed, minimum: Decimal) -> np.ndarray:
 
 
 def parse_datetime(values: pa.StringArray, layout: DatetimeLayout) -> Parsed:
-    """Strictly parse fixed-width datetimes. The parsed value is an int64 that orders instants
-    chronologically (a mixed-radix yyyyMMddHHmmss number): the `after` rule needs only order."""
+    """Strictly parse fixed-width datetimes. The parsed value is the instant as seconds since
+    1970-01-01 00:00:00 of the wall clock (no time zone): it orders instants (the `after` rule)
+    and is what the staged layer stores (carrental.staging)."""
     n = len(values)
     valid = np.zeros(n, dtype=bool)
-    order = np.zeros(n, dtype=np.int64)
+    seconds = np.zeros(n, dtype=np.int64)
     offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)
     offsets = offsets[values.offset : values.offset + n + 1]
     candidates = np.flatnonzero(np.diff(offsets) == layout.width)
     if not len(candidates):
-        return Parsed(LogicalType.TIMESTAMP, valid, order)
+        return Parsed(LogicalType.TIMESTAMP, valid, seconds)
     # One row per byte position (transposed), so each position is a contiguous vector.
     data = np.frombuffer(values.buffers()[2], dtype=np.uint8)
     text = data[offsets[candidates] + np.arange(layout.width)[:, None]]
@@ -158,7 +159,7 @@ def parse_datetime(values: pa.StringArray, layout: DatetimeLayout) -> Parsed:
     found = {"year": 1970, "month": 1, "day": 1, "hour": 0, "minute": 0, "second": 0}
     row = 0
     for name, _, width in layout.fields:
-        value = digits[row].astype(np.int16)  # small types: at most 4 digits per field
+        value = digits[row].astype(np.int64)
         for digit in digits[row + 1 : row + width]:
             value = value * 10 + digit
         found[name] = value
@@ -169,11 +170,22 @@ def parse_datetime(values: pa.StringArray, layout: DatetimeLayout) -> Parsed:
     ok &= (year >= 1) & (month >= 1) & (month <= 12) & (day >= 1) & (day <= month_days)
     ok &= (found["hour"] < 24) & (found["minute"] < 60) & (found["second"] < 60)
     valid[candidates] = ok
-    key = np.asarray(year, dtype=np.int64)
-    for name, radix in (("month", 13), ("day", 32), ("hour", 24), ("minute", 60), ("second", 60)):
-        key = key * radix + found[name]
-    order[candidates] = key
-    return Parsed(LogicalType.TIMESTAMP, valid, order)
+    days = _days_since_epoch(np.asarray(year), np.asarray(month), np.asarray(day))
+    seconds[candidates] = (
+        days * 86_400 + found["hour"] * 3_600 + found["minute"] * 60 + found["second"]
+    )
+    return Parsed(LogicalType.TIMESTAMP, valid, seconds)
+
+
+def _days_since_epoch(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's days_from_civil),
+    vectorised; meaningless where the date is not real (those rows are not valid anyway)."""
+    year = year - (month <= 2)
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * ((month + 9) % 12) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146_097 + day_of_era - 719_468
 
 
 def byte_lengths(values: pa.StringArray | pa.BinaryArray) -> np.ndarray:

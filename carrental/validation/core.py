@@ -20,21 +20,22 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import io
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from carrental.contracts import DATASETS, Dataset, Rule, Severity
+from carrental.contracts import DATASETS, DEFAULT_REJECT_THRESHOLD, Dataset, Rule, Severity
 from carrental.validation import columns
 from carrental.validation.keys import DEFAULT_MEMORY_BUDGET, DuplicateKeys
 from carrental.validation.verdict import MAX_EXAMPLES, Example, FileVerdict, Problem, shorten
 
-DEFAULT_REJECT_THRESHOLD = 0.05
 # pyarrow's streaming reader reads up to 32 blocks ahead in a background thread, so the block
 # size bounds memory (32 x 256 KiB = 8 MiB); it is also the largest row the reader accepts.
 BLOCK_SIZE = 256 * 1024
@@ -115,6 +116,19 @@ def validate_path(
         )
 
 
+class RowSink(Protocol):
+    """Receives every checked batch of rows, in file order (carrental.staging writes them as
+    typed Parquet). `parsed(column)` gives a non-string column's parsed values."""
+
+    def write(
+        self,
+        rows: np.ndarray,
+        text: Mapping[str, pa.StringArray],
+        present: Mapping[str, np.ndarray],
+        parsed: Callable[[str], columns.Parsed],
+    ) -> None: ...
+
+
 def validate_stream(
     stream: BinaryIO,
     *,
@@ -122,8 +136,13 @@ def validate_stream(
     source: str,
     reject_threshold: float = DEFAULT_REJECT_THRESHOLD,
     key_memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    sink: RowSink | None = None,
 ) -> FileVerdict:
-    """Validate one CSV read once from `stream` (anything with ``read(n)``: a file, an S3 body)."""
+    """Validate one CSV read once from `stream` (anything with ``read(n)``: a file, an S3 body).
+
+    `sink` receives the rows as they are checked (whatever the verdict: the caller keeps its
+    output only for an accepted file). An accepted file's verdict carries the SHA-256 of every
+    byte of the file: the identity of its content."""
     if not 0 <= reject_threshold <= 1:
         raise ValueError(f"reject_threshold must be between 0 and 1, got {reject_threshold}")
     verdict = FileVerdict(
@@ -145,15 +164,23 @@ def validate_stream(
         return verdict
     counted = _CountingStream(stream)
     try:
-        _check_file(counted, contract, verdict, key_memory_budget)
+        _check_file(counted, contract, verdict, key_memory_budget, sink)
+        verdict.accepted = not verdict.problems
+        if verdict.accepted:
+            while counted.read(1 << 20):  # the reader stops at the last row: hash every byte
+                pass
+            verdict.sha256 = counted.sha256
     finally:
         verdict.bytes = counted.bytes_read
-    verdict.accepted = not verdict.problems
     return verdict
 
 
 def _check_file(
-    stream: _CountingStream, contract: Dataset, verdict: FileVerdict, key_memory_budget: int
+    stream: _CountingStream,
+    contract: Dataset,
+    verdict: FileVerdict,
+    key_memory_budget: int,
+    sink: RowSink | None,
 ) -> None:
     problem = _sniff(stream.peek(SNIFF_BYTES))
     if problem:
@@ -163,7 +190,7 @@ def _check_file(
     if problems:
         verdict.problems += problems
         return
-    checker = _RowChecker(contract, stream, verdict.reject_threshold, key_memory_budget)
+    checker = _RowChecker(contract, stream, verdict.reject_threshold, key_memory_budget, sink)
     try:
         checker.read(header)
         verdict.problems += checker.finish()
@@ -185,6 +212,7 @@ class _CountingStream:
         self._raw = raw
         self._pending = b""
         self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        self._digest = hashlib.sha256()
         self.bytes_read = 0
         self.first_non_utf8_byte: int | None = None  # offset in the file
         self.closed = False
@@ -197,7 +225,12 @@ class _CountingStream:
             except UnicodeDecodeError as exc:
                 self.first_non_utf8_byte = self.bytes_read + exc.start
         self.bytes_read += len(data)
+        self._digest.update(data)
         return data
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
 
     def peek(self, n: int) -> bytes:
         while len(self._pending) < n:
@@ -327,9 +360,11 @@ class _RowChecker:
         stream: _CountingStream,
         reject_threshold: float,
         key_memory_budget: int,
+        sink: RowSink | None = None,
     ) -> None:
         self.contract = contract
         self._stream = stream
+        self._sink = sink
         self.reject_threshold = reject_threshold
         self.rules = [r for r in contract.rules if r.single_dataset]
         self.unique = next(r for r in self.rules if r.kind == "unique")
@@ -515,6 +550,8 @@ class _RowChecker:
         key = self.unique.columns[0]
         has_key = present[key]
         self._keys.add(text[key].filter(pa.array(has_key)), rows[has_key], flagged[has_key])
+        if self._sink is not None:
+            self._sink.write(rows, text, present, parsed_column)
         return True
 
     def _count(

@@ -57,6 +57,8 @@ class FileVerdict:
     reject_threshold: float = 0.05
     # Rows breaking at least one reject rule: Spark sends these to rental_rejects.
     rejected_rows: int = 0
+    # SHA-256 of the file's bytes, for an accepted file (read to the end): its content's identity.
+    sha256: str | None = None
 
     @property
     def reason(self) -> str:
@@ -80,6 +82,7 @@ class FileVerdict:
             "bytes": self.bytes,
             "reject_threshold": self.reject_threshold,
             "rejected_rows": self.rejected_rows,
+            "sha256": self.sha256,
             "problems": [p.to_dict() for p in self.problems],
             "rule_counts": dict(self.rule_counts),
             "rule_examples": {

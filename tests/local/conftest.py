@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-# One SELECT per table: its columns in DESIGN.md order, with Spark-like types.
+# One SELECT per table: its columns in docs/tables.md order, with Spark-like types.
 TABLE_ROWS = {
     "location_performance": """
         SELECT * FROM (VALUES
@@ -70,6 +70,14 @@ TABLE_ROWS = {
           ('rental_transactions', 'rental_by_active_user', 'warn', 2::BIGINT),
           ('rental_transactions', 'rental_id_unique', 'reject', 0::BIGINT))
         AS t(dataset, rule, severity, violations)""",
+    "run_inputs": """
+        SELECT * FROM (VALUES
+          (1, 'vehicles', 'raw/vehicles/vehicles.csv', repeat('a', 64), TIMESTAMP '2024-03-01',
+           4::BIGINT, 0::BIGINT, 'used', ''),
+          (2, 'rental_transactions', 'raw/rental_transactions/day1.csv', repeat('b', 64),
+           TIMESTAMP '2024-03-02', 6::BIGINT, 1::BIGINT, 'used', ''))
+        AS t(input_order, dataset, source_file, content_sha256, accepted_at, rows,
+             rejected_rows, status, reason)""",
 }
 
 

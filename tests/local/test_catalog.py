@@ -1,71 +1,89 @@
-"""The local catalog: crawl, atomic publish, pruning, and `carrental query`."""
+"""The local catalog: runs_<table> and current views derived from the publish record, and
+`carrental query`."""
 
 import json
 from pathlib import Path
 
 import pytest
 
+from carrental import lake
 from carrental.cli import main
 from carrental.local import catalog
+from carrental.local.store import LocalLake
+from carrental.publishing import RecordError
 from tests.local.conftest import TABLE_ROWS, write_run
 
-
-def test_build_catalog_registers_every_table_with_its_rows(lake_with_run: Path):
-    counts = catalog.build_catalog(lake_with_run, "run-a", lake_with_run / "c.duckdb")
-    assert counts == {
-        "location_performance": 2,
-        "vehicle_type_performance": 2,
-        "location_vehicle_type_performance": 2,
-        "user_metrics": 2,
-        "daily_metrics": 2,
-        "business_summary": 1,
-        "rental_rejects": 1,
-        "data_quality": 3,
-    }
-
-
-def test_a_missing_table_fails_the_crawl_and_leaves_no_catalog(tmp_path: Path):
-    write_run(tmp_path, "run-a", {k: v for k, v in TABLE_ROWS.items() if k != "daily_metrics"})
-    target = tmp_path / "c.duckdb"
-    with pytest.raises(catalog.CatalogError, match="daily_metrics: no Parquet files"):
-        catalog.build_catalog(tmp_path, "run-a", target)
-    assert not target.exists()
+# Rows per table of one hand-made run (tests/local/conftest.py), counted by hand.
+ROWS = {
+    "location_performance": 2,
+    "vehicle_type_performance": 2,
+    "location_vehicle_type_performance": 2,
+    "user_metrics": 2,
+    "daily_metrics": 2,
+    "business_summary": 1,
+    "rental_rejects": 1,
+    "data_quality": 3,
+    "run_inputs": 2,
+}
 
 
-def _publish(lake_root: Path, run_id: str) -> None:
+def query(lake_root: Path, sql: str) -> list[tuple]:
+    con = catalog.open_catalog(lake_root)
+    try:
+        return catalog.run_query(con, sql)[1]
+    finally:
+        con.close()
+
+
+def publish(lake_root: Path, run_id: str) -> None:
     write_run(lake_root, run_id)
-    staged = lake_root / f"{run_id}.staging"
-    counts = catalog.build_catalog(lake_root, run_id, staged)
-    catalog.publish(lake_root, run_id, staged, counts)
+    LocalLake(lake_root).publish(run_id)
 
 
-def test_publish_switches_the_catalog_and_prunes_old_runs(tmp_path: Path):
-    for run_id in ["r1", "r2", "r3", "r4"]:
-        _publish(tmp_path, run_id)
-    assert catalog.latest_published_run(tmp_path) == "r4"
-    assert [r["run_id"] for r in catalog.published_runs(tmp_path)] == ["r1", "r2", "r3", "r4"]
-    kept = sorted(p.name for p in (tmp_path / "processed" / "user_metrics").iterdir())
-    assert kept == ["run_id=r2", "run_id=r3", "run_id=r4"]
-    con = catalog.open_catalog(tmp_path)
-    try:
-        assert catalog.run_query(con, "SELECT DISTINCT run_id FROM user_metrics")[1] == [("r4",)]
-    finally:
-        con.close()
+def test_every_table_is_registered_with_every_run(lake_with_run: Path):
+    assert set(ROWS) == set(TABLE_ROWS) == set(lake.TABLES)
+    for table, rows in ROWS.items():
+        assert query(lake_with_run, f"SELECT count(*) FROM runs_{table}") == [(rows,)]
+        # not published yet: the current view is empty
+        assert query(lake_with_run, f"SELECT count(*) FROM {table}") == [(0,)]
 
 
-def test_an_unpublished_run_is_invisible(tmp_path: Path):
-    _publish(tmp_path, "r1")
-    write_run(tmp_path, "r2")  # e.g. Spark finished, then a later stage failed
-    con = catalog.open_catalog(tmp_path)
-    try:
-        assert catalog.run_query(con, "SELECT count(*) FROM daily_metrics")[1] == [(2,)]
-        assert catalog.run_query(con, "SELECT DISTINCT run_id FROM daily_metrics")[1] == [("r1",)]
-    finally:
-        con.close()
+def test_the_current_views_show_the_published_run_only(tmp_path: Path):
+    publish(tmp_path, "r1")
+    write_run(tmp_path, "r2")  # written, e.g. by a run that then failed: not published
+    assert query(tmp_path, "SELECT DISTINCT run_id FROM daily_metrics") == [("r1",)]
+    assert query(tmp_path, "SELECT count(*) FROM daily_metrics") == [(2,)]
+    by_run = "SELECT run_id, count(*) FROM runs_daily_metrics GROUP BY 1 ORDER BY 1"
+    assert query(tmp_path, by_run) == [("r1", 2), ("r2", 2)]
+    LocalLake(tmp_path).publish("r2")
+    assert query(tmp_path, "SELECT DISTINCT run_id FROM user_metrics") == [("r2",)]
+    assert query(tmp_path, "SELECT run_id, is_current FROM published_runs") == [
+        ("r1", False),
+        ("r2", True),
+    ]
+
+
+def test_the_record_is_the_only_thing_publishing_writes(tmp_path: Path):
+    write_run(tmp_path, "r1")
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    LocalLake(tmp_path).publish("r1")
+    after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    changed = {p.relative_to(tmp_path).as_posix() for p in after if before.get(p) != after[p]}
+    assert changed == {lake.PUBLISHED_RECORD}
+    lines = (tmp_path / lake.PUBLISHED_RECORD).read_text().splitlines()
+    assert [json.loads(line)["run_id"] for line in lines] == ["r1"]
+
+
+def test_a_corrupt_record_is_named(tmp_path: Path):
+    publish(tmp_path, "r1")
+    record = tmp_path / lake.PUBLISHED_RECORD
+    record.write_text(record.read_text() + "{not json\n")
+    with pytest.raises(RecordError, match=r"runs\.jsonl line 2"):
+        LocalLake(tmp_path).published()
 
 
 def test_query_command_formats(tmp_path: Path, capsys):
-    _publish(tmp_path, "r1")
+    publish(tmp_path, "r1")
     sql = (
         "SELECT location_name, total_revenue FROM location_performance ORDER BY total_revenue DESC"
     )
@@ -83,8 +101,8 @@ def test_query_command_formats(tmp_path: Path, capsys):
 
 
 def test_query_speaks_athena_sql(tmp_path: Path, capsys):
-    _publish(tmp_path, "r1")
-    # Trino-only syntax: approx_distinct, date_format with MySQL-style codes, try_cast
+    publish(tmp_path, "r1")
+    # Trino-only syntax: date_format with MySQL-style codes, try_cast
     sql = (
         "SELECT date_format(rental_date, '%Y/%m/%d') AS d, try_cast('x' AS integer) AS bad "
         "FROM daily_metrics ORDER BY rental_date LIMIT 1"
@@ -94,11 +112,11 @@ def test_query_speaks_athena_sql(tmp_path: Path, capsys):
 
 
 def test_query_errors_exit_non_zero_with_the_engine_message(tmp_path: Path, capsys):
-    _publish(tmp_path, "r1")
+    publish(tmp_path, "r1")
     assert main(["query", "--lake", str(tmp_path), "SELECT nope FROM user_metrics"]) == 1
     err = capsys.readouterr().err
     assert "SQL error (DuckDB)" in err and "nope" in err
     assert main(["query", "--lake", str(tmp_path), "SELECT FROM WHERE ("]) == 1
     assert "SQL error" in capsys.readouterr().err
     assert main(["query", "--lake", str(tmp_path / "empty"), "SELECT 1"]) == 1
-    assert "no catalog" in capsys.readouterr().err
+    assert "no tables" in capsys.readouterr().err

@@ -32,9 +32,9 @@ def test_query_params_bind_every_placeholder_to_the_run_id():
 
 @pytest.fixture
 def staged(lake_with_run: Path):
-    target = lake_with_run / "staged.duckdb"
-    catalog.build_catalog(lake_with_run, "run-a", target)
-    con = catalog.open_catalog(lake_with_run, target)
+    """The catalog of a lake whose run-a is written but not published (as the report stage
+    sees it)."""
+    con = catalog.open_catalog(lake_with_run)
     yield con
     con.close()
 
@@ -88,11 +88,12 @@ def test_report_queries_order_and_filter(staged):
 def test_report_queries_on_a_lake_with_two_runs(tmp_path: Path):
     write_run(tmp_path, "run-a")
     write_run(tmp_path, "run-b")
-    target = tmp_path / "c.duckdb"
-    catalog.build_catalog(tmp_path, "run-b", target)
-    con = catalog.open_catalog(tmp_path, target)
+    con = catalog.open_catalog(tmp_path)
     try:
+        assert catalog.run_query(con, "SELECT count(*) FROM runs_daily_metrics")[1] == [(4,)]
         _, daily = _run(con, "report_daily_revenue.sql", "run-b")
+        summary = dict(_run(con, "summary_report.sql", "run-b")[1])
     finally:
         con.close()
-    assert len(daily) == 2  # the catalog shows one run: no duplicated rows
+    assert len(daily) == 2  # each query reads one run of tables that hold two
+    assert summary["rental_count"] == "5" and summary["rejected_rentals"] == "1"

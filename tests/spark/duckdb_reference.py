@@ -1,9 +1,15 @@
-"""An independent computation of the eight output tables from the raw CSVs of a batch.
+"""An independent computation of the output tables from the raw CSVs of a batch: the three
+dimension files of a folder and one or more rental files (a history, in order).
 
 Row rules in plain Python (csv, re, datetime, Decimal), aggregates in DuckDB, averages and hours
 with Python's Decimal rounded half up. It shares no code with `carrental`: rule names, columns
 and formats are spelled out here on purpose, so that a drift in the contracts or in the Spark
-jobs shows up as a difference. Used by the whole-job test and by benchmarks/lab_check.py.
+jobs shows up as a difference. Used by the whole-job tests, the local end-to-end tests and by
+benchmarks/lab_check.py.
+
+The history's rules, as docs/tables.md states them: a rental id repeated in a later file (or
+row) breaks rental_id_unique; a rental file with more than REJECT_THRESHOLD of its rows
+breaking a reject rule is held back (left out), and the rest is checked again without it.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import duckdb
 import pyarrow as pa
 
 RATES = {"basic": Decimal(10), "premium": Decimal(20), "high_end": Decimal(50)}
+REJECT_THRESHOLD = 0.05
 SIX_PLACES = Decimal("0.000001")
 
 
@@ -84,6 +91,7 @@ class Checked:
 
     valid: dict = field(default_factory=dict)
     violations: Counter = field(default_factory=Counter)
+    rejected: int = 0  # rows breaking a reject rule
 
 
 # Dimension rules: (key, key parser, required columns, rejecting formats, warning formats).
@@ -146,6 +154,7 @@ def check_dimension(name: str, rows: list[dict[str, str]]) -> Checked:
         if name == "vehicles" and row["vehicle_type"] and row["vehicle_type"] not in RATES:
             broken.append("vehicle_type_known")
         result.violations.update(broken)
+        result.rejected += bool(broken)
         if not broken:
             result.violations.update(
                 f"{c}_format"
@@ -209,11 +218,15 @@ class ValidRental:
 
 
 def check_rentals(
-    rows: list[dict[str, str]], vehicles: Checked, locations: Checked, users: Checked
-) -> tuple[list[ValidRental], list[tuple], Counter]:
-    """Valid rentals; rejects as (raw fields..., reason, row number); violations by rule."""
+    files: list[tuple[str, list[dict[str, str]]]],
+    vehicles: Checked,
+    locations: Checked,
+    users: Checked,
+) -> tuple[list[ValidRental], list[tuple], Counter, dict[str, tuple[int, int]]]:
+    """Valid rentals of (file name, rows) in history order; rejects as (raw fields..., reason,
+    file name, row number); violations by rule; (rows, rejected rows) per file."""
     violations = Counter({rule: 0 for rule in RENTAL_REJECT_RULES + RENTAL_WARN_RULES})
-    valid, rejects, seen = [], [], set()
+    valid, rejects, seen, per_file = [], [], set(), {}
     parsers = {
         "rental_start_time": parse_timestamp,
         "rental_end_time": parse_timestamp,
@@ -221,61 +234,67 @@ def check_rentals(
         "dropoff_location": parse_int,
         "total_amount": parse_money,
     }
-    for number, row in enumerate(rows, start=1):
-        broken = set()
-        value = {}
-        for column in RENTAL_COLUMNS:
-            if row[column] == "":
-                broken.add(f"{column}_not_null")
-            elif column in parsers:
-                value[column] = parsers[column](row[column])
-                if value[column] is None:
-                    broken.add(f"{column}_format")
-        if row["rental_id"]:
-            if row["rental_id"] in seen:
-                broken.add("rental_id_unique")
-            seen.add(row["rental_id"])
-        start, end = value.get("rental_start_time"), value.get("rental_end_time")
-        if start and end and end <= start:
-            broken.add("rental_end_after_start")
-        amount = value.get("total_amount")
-        if amount is not None and amount < 0:
-            broken.add("total_amount_non_negative")
-        if row["user_id"] and row["user_id"] not in users.valid:
-            broken.add("user_id_exists")
-        if row["vehicle_id"] and row["vehicle_id"] not in vehicles.valid:
-            broken.add("vehicle_id_exists")
-        for column in ("pickup_location", "dropoff_location"):
-            if value.get(column) is not None and value[column] not in locations.valid:
-                broken.add(f"{column}_exists")
-        violations.update(broken)
-        if broken:
-            reason = ";".join(rule for rule in RENTAL_REJECT_RULES if rule in broken)
-            rejects.append((*[row[c] or None for c in RENTAL_COLUMNS], reason, number))
-            continue
-        user = users.valid[row["user_id"]]
-        vehicle_type = vehicles.valid[row["vehicle_id"]]["vehicle_type"]
-        seconds = int((end - start).total_seconds())
-        if seconds % 3600 or amount != (seconds // 3600) * RATES[vehicle_type]:
-            violations["pricing_matches_rate"] += 1
-        created = parse_iso_date(user["creation_date"])
-        if created is not None and start.date() < created:
-            violations["rental_not_before_user_creation"] += 1
-        if user["is_active"] != "1":
-            violations["rental_by_active_user"] += 1
-        valid.append(
-            ValidRental(
-                row["rental_id"],
-                row["user_id"],
-                row["vehicle_id"],
-                start,
-                value["pickup_location"],
-                amount,
-                vehicle_type,
-                seconds,
+    for file_name, rows in files:
+        rejected = 0
+        for number, row in enumerate(rows, start=1):
+            broken = set()
+            value = {}
+            for column in RENTAL_COLUMNS:
+                if row[column] == "":
+                    broken.add(f"{column}_not_null")
+                elif column in parsers:
+                    value[column] = parsers[column](row[column])
+                    if value[column] is None:
+                        broken.add(f"{column}_format")
+            if row["rental_id"]:
+                if row["rental_id"] in seen:
+                    broken.add("rental_id_unique")
+                seen.add(row["rental_id"])
+            start, end = value.get("rental_start_time"), value.get("rental_end_time")
+            if start and end and end <= start:
+                broken.add("rental_end_after_start")
+            amount = value.get("total_amount")
+            if amount is not None and amount < 0:
+                broken.add("total_amount_non_negative")
+            if row["user_id"] and row["user_id"] not in users.valid:
+                broken.add("user_id_exists")
+            if row["vehicle_id"] and row["vehicle_id"] not in vehicles.valid:
+                broken.add("vehicle_id_exists")
+            for column in ("pickup_location", "dropoff_location"):
+                if value.get(column) is not None and value[column] not in locations.valid:
+                    broken.add(f"{column}_exists")
+            violations.update(broken)
+            if broken:
+                rejected += 1
+                reason = ";".join(rule for rule in RENTAL_REJECT_RULES if rule in broken)
+                rejects.append(
+                    (*[row[c] or None for c in RENTAL_COLUMNS], reason, file_name, number)
+                )
+                continue
+            user = users.valid[row["user_id"]]
+            vehicle_type = vehicles.valid[row["vehicle_id"]]["vehicle_type"]
+            seconds = int((end - start).total_seconds())
+            if seconds % 3600 or amount != (seconds // 3600) * RATES[vehicle_type]:
+                violations["pricing_matches_rate"] += 1
+            created = parse_iso_date(user["creation_date"])
+            if created is not None and start.date() < created:
+                violations["rental_not_before_user_creation"] += 1
+            if user["is_active"] != "1":
+                violations["rental_by_active_user"] += 1
+            valid.append(
+                ValidRental(
+                    row["rental_id"],
+                    row["user_id"],
+                    row["vehicle_id"],
+                    start,
+                    value["pickup_location"],
+                    amount,
+                    vehicle_type,
+                    seconds,
+                )
             )
-        )
-    return valid, rejects, violations
+        per_file[file_name] = (len(rows), rejected)
+    return valid, rejects, violations, per_file
 
 
 def average(total: Decimal, count: int) -> Decimal:
@@ -297,14 +316,25 @@ def canonical(rows: list[tuple]) -> list[tuple]:
     return sorted(rows, key=key)
 
 
-def reference_tables(folder: Path) -> dict[str, list[tuple]]:
-    """Every output table of a batch folder, as rows in the documented column order."""
-    dims = {name: check_dimension(name, read_rows(folder / f"{name}.csv")) for name in DIMENSIONS}
-    valid, rejects, rental_violations = check_rentals(
-        read_rows(folder / "rental_transactions.csv"),
-        dims["vehicles"],
-        dims["locations"],
-        dims["users"],
+def reference_tables(
+    folder: Path, rental_files: list[Path] | None = None
+) -> dict[str, list[tuple]]:
+    """Every output table of the dimension files of `folder` and the rental history
+    `rental_files` (default: the folder's rental_transactions.csv), as rows in the documented
+    column order; rental_rejects rows carry the file's name, not its path; run_inputs is given
+    as (dataset, file name, rows, rejected rows, status) per file."""
+    dim_rows = {name: read_rows(folder / f"{name}.csv") for name in DIMENSIONS}
+    dims = {name: check_dimension(name, rows) for name, rows in dim_rows.items()}
+    history = [(f.name, read_rows(f)) for f in rental_files or [folder / "rental_transactions.csv"]]
+    *_, first_counts = check_rentals(history, dims["vehicles"], dims["locations"], dims["users"])
+    held = {
+        name
+        for name, (rows, rejected) in first_counts.items()
+        if rows and rejected / rows > REJECT_THRESHOLD
+    }
+    used = [(name, rows) for name, rows in history if name not in held]
+    valid, rejects, rental_violations, per_file = check_rentals(
+        used, dims["vehicles"], dims["locations"], dims["users"]
     )
     con = duckdb.connect()
     con.register(
@@ -449,6 +479,18 @@ def reference_tables(folder: Path) -> dict[str, list[tuple]]:
         )
     ]
     tables["rental_rejects"] = rejects
+    tables["run_inputs"] = [
+        (name, f"{name}.csv", len(rows), dims[name].rejected, "used")
+        for name, rows in dim_rows.items()
+    ] + [
+        (
+            "rental_transactions",
+            file_name,
+            *(first_counts[file_name] if file_name in held else per_file[file_name]),
+            "held_back" if file_name in held else "used",
+        )
+        for file_name, _ in history
+    ]
     tables["data_quality"] = [
         (name, rule, "warn" if rule in _warn_rules(name) else "reject", count)
         for name, checked in [*dims.items(), ("rental_transactions", None)]

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from carrental import lake
-from carrental.contracts import DATASETS
+from carrental.contracts import DATASETS, DEFAULT_REJECT_THRESHOLD
 from carrental.spark.io import InputError
 from carrental.spark.jobs import (
     CheckedBatch,
@@ -22,6 +22,7 @@ from carrental.spark.jobs import (
     run_user_transaction_analysis,
     run_vehicle_location_performance,
 )
+from carrental.spark.sources import CsvInputs
 from tests.conftest import REPO_ROOT
 from tests.spark.duckdb_reference import canonical, reference_tables
 
@@ -30,8 +31,12 @@ pytestmark = pytest.mark.spark
 JOBS = (run_vehicle_location_performance, run_user_transaction_analysis)
 
 
-def batch_inputs(folder: Path) -> dict[str, str]:
+def batch_paths(folder: Path) -> dict[str, str]:
     return {name: str(folder / f"{name}.csv") for name in DATASETS}
+
+
+def batch_inputs(folder: Path, reject_threshold: float = DEFAULT_REJECT_THRESHOLD) -> CsvInputs:
+    return CsvInputs(batch_paths(folder), reject_threshold)
 
 
 def read_output(output: Path, table: str, run_id: str) -> tuple[list[str], list[tuple]]:
@@ -100,19 +105,39 @@ def test_every_table_is_written_and_counted(dirty_run, expected):
     assert counts["business_summary"] == 1
 
 
-@pytest.mark.parametrize("table", [t for t in lake.TABLES if t != "rental_rejects"])
+COMPUTED_TABLES = [t for t in lake.TABLES if t not in ("rental_rejects", "run_inputs")]
+
+
+@pytest.mark.parametrize("table", COMPUTED_TABLES)
 def test_table_matches_the_independent_computation(dirty_run, expected, table):
     columns, rows = read_output(dirty_run[0], table, "run-1")
     assert len(columns) == len(expected[table][0])
     assert canonical(rows) == canonical(expected[table])
 
 
-def test_rejects_keep_the_raw_rows_and_where_they_came_from(dirty_run, expected, dirty_batch):
-    columns, rows = read_output(dirty_run[0], "rental_rejects", "run-1")
+def rejects_by_file_name(output: Path, run_id: str) -> list[tuple]:
+    columns, rows = read_output(output, "rental_rejects", run_id)
     source = columns.index("source_file")
-    assert {Path(r[source]).name for r in rows} == {"rental_transactions.csv"}
-    without_source = [r[:source] + r[source + 1 :] for r in rows]
-    assert canonical(without_source) == canonical(expected["rental_rejects"])
+    return [(*r[:source], Path(r[source]).name, *r[source + 1 :]) for r in rows]
+
+
+def inputs_by_file_name(output: Path, run_id: str) -> list[tuple]:
+    columns, rows = read_output(output, "run_inputs", run_id)
+    picked = [columns.index(c) for c in ("dataset", "source_file", "rows", "rejected_rows")]
+    status = columns.index("status")
+    return [
+        (r[picked[0]], Path(r[picked[1]]).name, r[picked[2]], r[picked[3]], r[status]) for r in rows
+    ]
+
+
+def test_rejects_keep_the_raw_rows_and_where_they_came_from(dirty_run, expected):
+    rows = rejects_by_file_name(dirty_run[0], "run-1")
+    assert canonical(rows) == canonical(expected["rental_rejects"])
+    assert {r[-2] for r in rows} == {"rental_transactions.csv"}
+
+
+def test_run_inputs_list_every_file_with_its_counts(dirty_run, expected):
+    assert sorted(inputs_by_file_name(dirty_run[0], "run-1")) == sorted(expected["run_inputs"])
 
 
 def test_rejects_and_quality_account_for_exactly_the_injected_defects(dirty_run, dirty_batch):
@@ -170,7 +195,7 @@ def test_a_rerun_replaces_its_run_and_leaves_other_runs_alone(
     with pytest.raises(ValueError, match="checked from"):
         run_user_transaction_analysis(
             spark,
-            {**inputs, "users": "/elsewhere.csv"},
+            CsvInputs({**batch_paths(dirty_batch), "users": "/elsewhere.csv"}),
             str(scratch),
             "run-3",
             batch=checked_dirty_batch,
@@ -247,11 +272,13 @@ def write_hand_batch(folder: Path) -> Path:
 
 
 def test_dimension_rejects_are_counted_and_their_rentals_become_orphans(spark, tmp_path):
-    """Each job checks the batch itself here (the EMR path)."""
+    """Each job checks the batch itself here (the EMR path). Half the rentals are rejected on
+    purpose: a threshold of 1 keeps the file in the run."""
     folder = write_hand_batch(tmp_path / "batch")
     output = tmp_path / "processed"
-    counts = run_user_transaction_analysis(spark, batch_inputs(folder), str(output), "hand")
-    run_vehicle_location_performance(spark, batch_inputs(folder), str(output), "hand")
+    inputs = batch_inputs(folder, reject_threshold=1.0)
+    counts = run_user_transaction_analysis(spark, inputs, str(output), "hand")
+    run_vehicle_location_performance(spark, inputs, str(output), "hand")
     _, quality = read_output(output, "data_quality", "hand")
     broken = {(d, r): n for d, r, _, n in quality if n}
     assert broken == {

@@ -10,10 +10,18 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from carrental.contracts import DATASETS, RENTAL_TRANSACTIONS, Column, LogicalType
-from carrental.spark.io import BLOCK_ROW, BLOCK_START, MALFORMED, SOURCE_FILE
+from carrental.spark.io import (
+    BLOCK_ROW,
+    BLOCK_START,
+    MALFORMED,
+    ROW_NUMBER,
+    SOURCE_FILE,
+    with_row_numbers,
+)
 from carrental.spark.rules import (
     REJECTED,
     check_dataset,
+    parse,
     referenced_columns,
     typed_value,
     violation,
@@ -85,9 +93,10 @@ def test_parsing_accepts_what_the_upload_validator_accepts(spark, column):
     assert validator_valid == VALID[column.name]
 
 
-def raw_rows(spark: SparkSession, ds, rows: list[tuple]) -> DataFrame:
-    """What read_dataset gives for these rows of one file ('' is an empty field, i.e. null)."""
-    return spark.createDataFrame(
+def parsed_rows(spark: SparkSession, ds, rows: list[tuple]) -> DataFrame:
+    """These rows of one file as a CSV read gives them, parsed and numbered ('' is an empty
+    field, i.e. null)."""
+    read = spark.createDataFrame(
         [
             (*[v or None for v in row], None, "file:/batch/rentals.csv", 0, number)
             for number, row in enumerate(rows)
@@ -98,6 +107,7 @@ def raw_rows(spark: SparkSession, ds, rows: list[tuple]) -> DataFrame:
             + [f"{BLOCK_ROW} long"]
         ),
     )
+    return with_row_numbers(parse(read, ds))
 
 
 # The valid dimension rows the rentals below are checked against.
@@ -153,7 +163,7 @@ RENTALS = [
 @pytest.fixture(scope="module")
 def checked_rentals(spark) -> DataFrame:
     return check_dataset(
-        raw_rows(spark, RENTAL_TRANSACTIONS, [row for row, _ in RENTALS]),
+        parsed_rows(spark, RENTAL_TRANSACTIONS, [row for row, _ in RENTALS]),
         RENTAL_TRANSACTIONS,
         keep={"vehicle_type"},
         keep_raw=True,
@@ -162,7 +172,7 @@ def checked_rentals(spark) -> DataFrame:
 
 
 def test_every_rule_is_flagged_on_the_rows_that_break_it(checked_rentals):
-    found = checked_rentals.orderBy(BLOCK_ROW).collect()
+    found = checked_rentals.orderBy(ROW_NUMBER).collect()
     assert [[r.name for r in RENTAL_TRANSACTIONS.rules if row[violation(r)]] for row in found] == [
         sorted(broken, key=[r.name for r in RENTAL_TRANSACTIONS.rules].index)
         for _, broken in RENTALS
@@ -211,7 +221,7 @@ def test_data_quality_counts_every_rule_of_the_dataset(spark):
         f"y,{place},north,south",  # rejected, so its warnings do not count
     ]
     checked = check_dataset(
-        raw_rows(spark, locations, [tuple(r.split(",")) for r in rows]), locations, keep=()
+        parsed_rows(spark, locations, [tuple(r.split(",")) for r in rows]), locations, keep=()
     )
     assert [tuple(r) for r in data_quality({"locations": checked}).collect()] == [
         ("locations", "location_id_not_null", "reject", 1),

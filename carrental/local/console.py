@@ -1,0 +1,107 @@
+"""What `carrental run` and `carrental ingest` show on the terminal: live stage lines while a run
+goes on, the run's summary at the end, one line per ingested file.
+
+Values from the data are printed as plain text (rich Text), never read as markup or emoji codes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from carrental.local.runner import RunResult, Stages
+from carrental.local.store import Ingested
+
+
+def plain(value: object) -> Text:
+    return Text("" if value is None else str(value))
+
+
+class Progress(Stages):
+    """Stage lines with elapsed time; a live spinner while a stage runs (on a terminal)."""
+
+    def __init__(self, console: Console):
+        self.console = console
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[Callable[[str], None]]:
+        started = time.perf_counter()
+        with self.console.status(Text(f"{name}…", style="bold"), spinner="dots") as status:
+
+            def detail(text: str) -> None:
+                elapsed = time.perf_counter() - started
+                status.update(Text(f"{name}: {text} ({elapsed:.0f} s)", style="bold"))
+
+            try:
+                yield detail
+            except BaseException:
+                elapsed = time.perf_counter() - started
+                self.console.print(
+                    Text("✗ ", style="red") + plain(f"{name} failed after {elapsed:.1f} s")
+                )
+                raise
+        elapsed = time.perf_counter() - started
+        self.console.print(Text("✓ ", style="green") + plain(f"{name} ({elapsed:.1f} s)"))
+
+    def note(self, text: str) -> None:
+        self.console.print(Text("! ", style="yellow") + plain(text))
+
+
+def print_ingested(ingested: Ingested, console: Console) -> None:
+    verdict = ingested.verdict
+    if verdict.accepted:
+        console.print(
+            plain(
+                f"{verdict.source}: accepted as {ingested.accepted.key} ({ingested.change}, "
+                f"{verdict.rows:,} rows)"
+            )
+        )
+        return
+    console.print(plain(verdict.render()))
+    copy, report = ingested.quarantined
+    console.print(plain(f"  quarantined to {copy} (error report {report})"))
+
+
+def print_summary(result: RunResult, console: Console) -> None:
+    headline = Table(title=f"Run {result.run_id}", show_header=False, title_justify="left")
+    for metric, value in result.reports["summary.csv"].itertuples(index=False, name=None):
+        headline.add_row(plain(metric.replace("_", " ")), plain(value))
+    console.print(headline)
+    spenders = Table(title="Top 5 spenders", title_justify="left")
+    for column in ("rank", "name", "user_id", "rentals", "spent"):
+        spenders.add_column(column)
+    top = result.reports["top_users.csv"].head(5)  # ordered by spend_rank
+    for row in top.itertuples(index=False):
+        spenders.add_row(
+            plain(row.spend_rank),
+            plain(f"{row.first_name} {row.last_name}"),
+            plain(row.user_id),
+            plain(row.rental_count),
+            plain(row.total_spent),
+        )
+    console.print(spenders)
+    quality = Table(title="Data quality (rules with violations)", title_justify="left")
+    for column in ("dataset", "rule", "severity", "violations"):
+        quality.add_column(column)
+    rules = result.reports["data_quality.csv"]
+    broken = rules[rules["violations"] != "0"]
+    for row in broken.itertuples(index=False, name=None):
+        quality.add_row(*map(plain, row))
+    if broken.empty:
+        quality.add_row("all", "every rule", "", "0")
+    console.print(quality)
+    inputs = result.reports["inputs.csv"]
+    console.print(
+        plain(
+            f"inputs: {len(inputs)} files, "
+            f"{(inputs['status'] == 'held_back').sum()} held back (see inputs.csv)"
+        )
+    )
+    console.print(plain(f"report: {result.report_dir.resolve()}/"))
+    console.print(plain(f'query the tables: carrental query --lake {result.lake} "SELECT …"'))
+    console.print(plain(f"done in {sum(result.timings.values()):.1f} s"))

@@ -1,0 +1,347 @@
+"""The local lake: a folder with the layout of carrental.lake, and the bookkeeping that the AWS
+stack keeps in DynamoDB and S3 (docs/architecture.md, "The local lake").
+
+    <lake>/inputs.json          the accepted inputs (carrental.inputs.Inputs): snapshots, history
+    <lake>/.inputs.lock         serialises changes to inputs.json (ingest, a run's gate)
+    <lake>/.run.lock            one run per lake at a time; holds the running run's id and pid
+    <lake>/runs/<id>/           manifest.json, status.json (the run's progress), spark.log
+
+Locks are `flock` locks: the kernel releases them when their process ends, however it ends,
+so a killed run never leaves a lake locked. Every file is written beside its target and
+renamed over it (os.replace), so a reader sees the old version or the new one, never half.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from carrental import lake
+from carrental.contracts import DATASETS
+from carrental.inputs import InputFile, Inputs, Manifest
+from carrental.publishing import PublishedRun, parse_record, render_record, with_published
+from carrental.staging import PARTIAL_SUFFIX, StagedWriter, partial_name, partial_owner
+from carrental.validation import (
+    DEFAULT_REJECT_THRESHOLD,
+    FileVerdict,
+    infer_dataset,
+    validate_stream,
+)
+
+INPUTS_FILE = "inputs.json"
+STATUS_FILE = "status.json"
+SPARK_LOG = "spark.log"
+KEEP_PUBLISHED_RUNS = 3  # older runs' tables and reports are deleted after a publish
+
+
+class LakeError(RuntimeError):
+    """Something about the lake folder stops the command; the message says what to do."""
+
+
+class LakeBusy(LakeError):
+    """Another run holds the lake."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y%m%dT%H%M%SZ")
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` beside `path`, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(partial_name(os.getpid()))
+    try:
+        with open(partial, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """What ingesting one file did."""
+
+    verdict: FileVerdict
+    change: str | None = None  # added | replaced | unchanged, for an accepted file
+    accepted: InputFile | None = None
+    quarantined: tuple[Path, Path] | None = None  # (copy, error report) of a rejected file
+
+
+class LocalLake:
+    def __init__(self, root: Path) -> None:
+        if root.exists() and not root.is_dir():
+            raise LakeError(f"the lake {root} is a file, not a folder: pass another --lake")
+        self.root = root
+
+    # ------------------------------------------------------------------ paths
+
+    def path(self, key: str) -> Path:
+        """A lake key (carrental.lake) as a path under the lake folder."""
+        return self.root / key
+
+    def run_folder(self, run_id: str) -> Path:
+        return Path(lake.run_prefix(str(self.root), run_id))
+
+    def report_folder(self, run_id: str) -> Path:
+        return Path(lake.report_prefix(str(self.root), run_id))
+
+    @property
+    def processed(self) -> Path:
+        return Path(lake.processed_prefix(str(self.root)))
+
+    # ------------------------------------------------------------------ accepted inputs
+
+    def inputs(self) -> Inputs:
+        path = self.root / INPUTS_FILE
+        try:
+            return Inputs.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            return Inputs()
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LakeError(
+                f"{path} is not a readable inputs record ({exc}): restore it, or move it away "
+                "and ingest the inputs again"
+            ) from None
+
+    @contextlib.contextmanager
+    def changing_inputs(self) -> Iterator[Inputs]:
+        """The inputs, for a change saved when the block ends (one writer at a time)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".inputs.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            inputs = self.inputs()
+            yield inputs
+            text = json.dumps(inputs.to_dict(), indent=1, ensure_ascii=False) + "\n"
+            write_atomically(self.root / INPUTS_FILE, text.encode())
+
+    def ingest(
+        self,
+        source: Path,
+        *,
+        dataset: str | None = None,
+        reject_threshold: float = DEFAULT_REJECT_THRESHOLD,
+    ) -> Ingested:
+        """Validate `source` and, if accepted, stage it and add it to the lake's inputs under
+        the key raw/<dataset>/<file name> (a file of the same name replaces the earlier one).
+        A rejected file is quarantined with its error report; nothing else changes."""
+        name = infer_dataset(str(source), dataset)
+        ds = DATASETS[name]
+        writer = StagedWriter(ds, self.root / lake.STAGED / name)
+        try:
+            with open(source, "rb") as stream:
+                verdict = validate_stream(
+                    stream,
+                    dataset=name,
+                    source=str(source),
+                    reject_threshold=reject_threshold,
+                    sink=writer,
+                )
+        except BaseException:
+            writer.discard()
+            raise
+        if not verdict.accepted:
+            writer.discard()
+            return Ingested(verdict, quarantined=self.quarantine(source, name, verdict.to_dict()))
+        now = utc_now().isoformat()
+        key = lake.raw_key(name, source.name)
+        accepted = InputFile(name, key, verdict.sha256, verdict.rows, now, now)
+        # Staged file, raw copy and record change together, under the inputs lock, so that a
+        # prune (which deletes unreferenced staged files under the same lock) never sees one
+        # without the others.
+        with self.changing_inputs() as inputs:
+            staged = self.path(accepted.staged)
+            if staged.exists():  # this content was staged before: that file stays as it is
+                writer.discard()
+            else:
+                writer.commit(staged)
+            raw_copy = self.path(key)
+            raw_copy.parent.mkdir(parents=True, exist_ok=True)
+            partial = raw_copy.with_name(partial_name(os.getpid()))
+            try:
+                shutil.copyfile(source, partial)
+                os.replace(partial, raw_copy)
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
+            change = inputs.accept(accepted)
+        return Ingested(verdict, change, inputs.rentals.get(key) or inputs.snapshots[name])
+
+    def quarantine(self, source: Path, dataset: str, report: dict) -> tuple[Path, Path]:
+        """Copy a rejected file to quarantine/ with its error report, never over an earlier
+        rejection's evidence."""
+        moment = utc_now()
+        for attempt in range(1, 1000):
+            stamp = _stamp(moment) + (f"-{attempt}" if attempt > 1 else "")
+            copy_key, report_key = lake.quarantine_keys(dataset, source.name, stamp)
+            copy = self.path(copy_key)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with open(copy, "xb") as target, open(source, "rb") as original:
+                    shutil.copyfileobj(original, target)
+            except FileExistsError:
+                continue
+            except BaseException:
+                copy.unlink(missing_ok=True)
+                raise
+            report_path = self.path(report_key)
+            text = json.dumps(report, indent=1, ensure_ascii=False) + "\n"
+            write_atomically(report_path, text.encode())
+            return copy, report_path
+        raise LakeError(f"cannot find a free quarantine name for {source.name} in {copy.parent}")
+
+    # ------------------------------------------------------------------ runs
+
+    @contextlib.contextmanager
+    def run_lock(self) -> Iterator[None]:
+        """Hold the lake for one run; LakeBusy names the run that holds it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".run.lock", "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.seek(0)
+                holder = lock.read().strip() or "another run"
+                raise LakeBusy(
+                    f"the lake {self.root} is in use by {holder}; wait for it to finish"
+                ) from None
+            self._lock = lock
+            try:
+                yield
+            finally:
+                del self._lock
+
+    def hold_for(self, run_id: str) -> None:
+        """Name the run that holds the lock (what a second run's error message shows)."""
+        self._lock.seek(0)
+        self._lock.truncate()
+        self._lock.write(f"run {run_id} (process {os.getpid()}, since {utc_now():%H:%M:%S} UTC)")
+        self._lock.flush()
+
+    def new_run_id(self) -> str:
+        """The UTC time; `-2`, `-3`… when a run of that second exists (called under the lock)."""
+        base = _stamp(utc_now())
+        run_id, n = base, 1
+        while self.run_folder(run_id).exists():
+            n += 1
+            run_id = f"{base}-{n}"
+        return run_id
+
+    def start_run(self, manifest: Manifest) -> None:
+        folder = self.run_folder(manifest.run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomically(folder / lake.MANIFEST_FILE, manifest.to_json().encode())
+        self.record_status(manifest.run_id, "running", started_at=manifest.created_at)
+
+    def manifest(self, run_id: str) -> Manifest:
+        return Manifest.from_json((self.run_folder(run_id) / lake.MANIFEST_FILE).read_text())
+
+    def status(self, run_id: str) -> dict:
+        try:
+            return json.loads((self.run_folder(run_id) / STATUS_FILE).read_text())
+        except (FileNotFoundError, ValueError):
+            return {"run_id": run_id, "state": "unknown"}
+
+    def record_status(self, run_id: str, state: str, **details) -> None:
+        status = {**self.status(run_id), "run_id": run_id, "state": state, **details}
+        text = json.dumps(status, indent=1, ensure_ascii=False, default=str) + "\n"
+        write_atomically(self.run_folder(run_id) / STATUS_FILE, text.encode())
+
+    def run_ids(self) -> list[str]:
+        folder = self.root / lake.RUNS
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+    # ------------------------------------------------------------------ publishing
+
+    @property
+    def record_path(self) -> Path:
+        return self.path(lake.PUBLISHED_RECORD)
+
+    def published(self) -> list[PublishedRun]:
+        try:
+            text = self.record_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        return parse_record(text, str(self.record_path))
+
+    def publish(self, run_id: str) -> None:
+        """Make `run_id` the current run: one atomic rewrite of the publish record."""
+        runs = with_published(
+            self.published(), run_id, utc_now().isoformat(), lake.manifest_key(run_id)
+        )
+        write_atomically(self.record_path, render_record(runs).encode())
+
+    # ------------------------------------------------------------------ housekeeping
+
+    def clean_leftovers(self) -> list[Path]:
+        """Remove what interrupted runs and ingests left (called under the run lock): partial
+        files of processes that are gone, reports and tables of runs that were never
+        published, report staging folders. Returns what was removed."""
+        published = {run.run_id for run in self.published()}
+        removed: list[Path] = []
+        for partial in self.root.rglob(f"*{PARTIAL_SUFFIX}"):
+            owner = partial_owner(partial.name)
+            if owner is not None and not _pid_alive(owner):
+                partial.unlink(missing_ok=True)
+                removed.append(partial)
+        reports = self.root / lake.REPORTS
+        if reports.is_dir():
+            for folder in reports.iterdir():
+                if folder.name.startswith(".") or folder.name not in published:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(folder)
+        for table in lake.TABLES:
+            for folder in (self.processed / table).glob("run_id=*"):
+                if folder.name.removeprefix("run_id=") not in published:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(folder)
+        for run_id in self.run_ids():
+            if self.status(run_id).get("state") == "running":
+                self.record_status(run_id, "interrupted")
+        return removed
+
+    def prune(self) -> None:
+        """Keep the tables and reports of the last KEEP_PUBLISHED_RUNS published runs, and the
+        staged files that the inputs or those runs' manifests name; delete the rest."""
+        kept = [run.run_id for run in self.published()][-KEEP_PUBLISHED_RUNS:]
+        for table in lake.TABLES:
+            for folder in (self.processed / table).glob("run_id=*"):
+                if folder.name.removeprefix("run_id=") not in kept:
+                    shutil.rmtree(folder, ignore_errors=True)
+        reports = self.root / lake.REPORTS
+        if reports.is_dir():
+            for folder in reports.iterdir():
+                if folder.name not in kept:
+                    shutil.rmtree(folder, ignore_errors=True)
+        with self.changing_inputs() as inputs:  # no ingest adds a staged file meanwhile
+            referenced = {f.staged for f in [*inputs.snapshots.values(), *inputs.rentals.values()]}
+            for run_id in kept:
+                with contextlib.suppress(FileNotFoundError, ValueError):
+                    referenced |= {f.staged for f in self.manifest(run_id).inputs}
+            for staged in (self.root / lake.STAGED).rglob("*.parquet"):
+                if staged.relative_to(self.root).as_posix() not in referenced:
+                    staged.unlink(missing_ok=True)

@@ -1,0 +1,63 @@
+"""Where a job's input rows come from: a run manifest over the staged layer (what the pipeline
+runs, locally and on EMR), or CSV files given on the command line (an ad-hoc run of a job).
+
+Both give every dataset as the same parsed frame (carrental.spark.io.read_staged's columns), so
+the rule checks and the transforms never know which it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from carrental.contracts import DATASETS, DEFAULT_REJECT_THRESHOLD, Dataset
+from carrental.inputs import InputFile, Manifest
+from carrental.spark.io import SOURCE_FILE, read_dataset, read_staged, with_row_numbers
+from carrental.spark.rules import parse
+
+
+@dataclass(frozen=True)
+class StagedInputs:
+    """The files of a run manifest, under the lake `root` (a local folder or s3://bucket)."""
+
+    root: str
+    manifest: Manifest
+
+    @property
+    def reject_threshold(self) -> float:
+        return self.manifest.reject_threshold
+
+    def described(self) -> dict[str, InputFile]:
+        """The manifest's files by key."""
+        return {f.key: f for f in self.manifest.inputs}
+
+    def parsed(self, spark: SparkSession, ds: Dataset, exclude: Collection[str] = ()) -> DataFrame:
+        """The dataset's rows; `exclude`: keys (SOURCE_FILE) of files held back from the run."""
+        frame = read_staged(spark, self.root, self.manifest.of(ds.name), ds)
+        return frame.filter(~F.col(SOURCE_FILE).isin(*exclude)) if exclude else frame
+
+
+@dataclass(frozen=True)
+class CsvInputs:
+    """One CSV file or folder of CSV files per dataset (local paths or s3:// URIs)."""
+
+    paths: Mapping[str, str]
+    reject_threshold: float = DEFAULT_REJECT_THRESHOLD
+
+    def __post_init__(self) -> None:
+        missing = [name for name in DATASETS if name not in self.paths]
+        unknown = [name for name in self.paths if name not in DATASETS]
+        if missing or unknown:
+            raise ValueError(f"inputs: missing datasets {missing}, unknown datasets {unknown}")
+
+    def described(self) -> dict[str, InputFile]:
+        """Nothing is known of CSV files before they are read."""
+        return {}
+
+    def parsed(self, spark: SparkSession, ds: Dataset, exclude: Collection[str] = ()) -> DataFrame:
+        """The dataset's rows, numbered; `exclude`: paths (SOURCE_FILE) held back from the run."""
+        frame = with_row_numbers(parse(read_dataset(spark, self.paths[ds.name], ds), ds))
+        return frame.filter(~F.col(SOURCE_FILE).isin(*exclude)) if exclude else frame
