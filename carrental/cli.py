@@ -51,7 +51,7 @@ def _run(args: argparse.Namespace) -> int:
         console.print("the previous published run, its tables and report are unchanged")
         return 1
     except LakeError as exc:
-        console.print(f"carrental run: {exc}", style="red bold", markup=False)
+        print(f"carrental run: {exc}", file=sys.stderr)
         return 1
     print_summary(result, Console(emoji=False, highlight=False))
     return 0

@@ -36,6 +36,19 @@ TABLES: dict[str, str] = {
     "data_quality": "user_transaction_analysis",
     "run_inputs": "user_transaction_analysis",
 }
+# The columns that identify a row of each table (none: the table has one row). Tables are
+# written sorted by them, so that the same inputs give byte-identical files.
+TABLE_KEYS: dict[str, tuple[str, ...]] = {
+    "location_performance": ("location_id",),
+    "vehicle_type_performance": ("vehicle_type",),
+    "location_vehicle_type_performance": ("location_id", "vehicle_type"),
+    "user_metrics": ("user_id",),
+    "daily_metrics": ("rental_date",),
+    "business_summary": (),
+    "rental_rejects": ("source_file", "row_number"),
+    "data_quality": ("dataset", "rule"),
+    "run_inputs": ("input_order",),
+}
 # In a catalog, runs_<table> holds every run's rows (partition run_id) and <table> is a view of
 # the published run's rows only.
 RUNS_TABLE_PREFIX = "runs_"

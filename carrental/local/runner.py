@@ -300,7 +300,10 @@ def run_pipeline(
                     raise StageError("summary + report", f"{type(exc).__name__}: {exc}") from exc
             failed_stage = "publish"
             with _timed(stages, timings, "publish"):
-                store.publish(run_id)
+                try:
+                    store.publish(run_id)
+                except OSError as exc:
+                    raise StageError("publish", f"{type(exc).__name__}: {exc}") from exc
                 store.record_status(
                     run_id,
                     "published",

@@ -213,11 +213,15 @@ def write_table(frame: DataFrame, output: str, table: str, run_id: str) -> int:
     """Write one table of one run as Parquet to ``<output>/<table>/run_id=<run_id>/``.
 
     Overwrites that folder only: re-running a run id replaces its rows, other runs are never
-    touched. Returns the number of rows written (counted while writing, not by another job).
+    touched. Rows are sorted by the table's key within each file: the order in which shuffled
+    rows arrive varies from run to run, and the same inputs must give byte-identical files.
+    Returns the number of rows written (counted while writing, not by another job).
     """
     if table not in lake.TABLES:
         raise ValueError(f"unknown table {table!r} (known: {', '.join(lake.TABLES)})")
     path = lake.table_run_path(output, table, run_id)
+    if lake.TABLE_KEYS[table]:
+        frame = frame.sortWithinPartitions(*lake.TABLE_KEYS[table])
     written = Observation()
     # A write path is not a glob (only reads expand patterns): no escaping here.
     frame.observe(written, F.count(F.lit(1)).alias("rows")).write.mode("overwrite").parquet(path)

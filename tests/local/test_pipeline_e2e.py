@@ -1,26 +1,38 @@
-"""`carrental run` end to end on generated data: real validation, real local Spark, real DuckDB.
+"""`carrental ingest` and `carrental run` end to end: real validation and staging, real local
+Spark, real DuckDB, real files, the daily lifecycle of a lake.
 
-Expected numbers come from an independent DuckDB computation over the raw CSVs, excluding the
-rows that defects.json says were corrupted.
+Expected numbers come from independent computations: a DuckDB query over the raw CSVs (minus
+the rows defects.json says were corrupted) for the headline KPIs, and
+tests/spark/duckdb_reference.py for the tables of a rental history.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import shutil
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from carrental import lake
 from carrental.cli import main
 from carrental.generate import generate
 from carrental.local import catalog
 from carrental.local.runner import StageError, run_pipeline
+from carrental.local.store import LakeBusy, LocalLake
+from tests.conftest import REPO_ROOT
+from tests.spark.duckdb_reference import canonical, reference_tables
 
 pytestmark = pytest.mark.spark
+
+DIMENSIONS = ("vehicles", "locations", "users")
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +45,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def first_run(batch: Path, tmp_path_factory: pytest.TempPathFactory):
     lake_root = tmp_path_factory.mktemp("e2e_lake")
-    return run_pipeline(batch, lake_root, run_id="first"), lake_root
+    return run_pipeline(lake_root, batch, run_id="first"), lake_root
 
 
 def expected_summary(batch: Path) -> dict[str, str]:
@@ -103,6 +115,19 @@ def read_summary(report_dir: Path) -> dict[str, str]:
         return {row["metric"]: row["value"] for row in csv.DictReader(f)}
 
 
+def query(lake_root: Path, sql: str) -> list[tuple]:
+    con = catalog.open_catalog(lake_root)
+    try:
+        return catalog.run_query(con, sql)[1]
+    finally:
+        con.close()
+
+
+def published_run(lake_root: Path) -> str | None:
+    runs = LocalLake(lake_root).published()
+    return next((r.run_id for r in runs if r.is_current), None)
+
+
 def test_run_writes_the_report_the_raw_data_implies(batch, first_run):
     result, lake_root = first_run
     assert read_summary(result.report_dir) == expected_summary(batch)
@@ -114,94 +139,235 @@ def test_run_writes_the_report_the_raw_data_implies(batch, first_run):
             "vehicle_types.csv",
             "daily_revenue.csv",
             "data_quality.csv",
+            "inputs.csv",
         ]
     )
-    assert catalog.latest_published_run(lake_root) == "first"
+    assert published_run(lake_root) == "first"
+    manifest = LocalLake(lake_root).manifest("first")
+    assert [f.dataset for f in manifest.inputs] == [*DIMENSIONS, "rental_transactions"]
+    assert LocalLake(lake_root).status("first")["state"] == "published"
 
 
 def test_every_table_answers_a_query(first_run, capsys):
     result, lake_root = first_run
     for table, rows in result.tables.items():
-        assert (
-            main(
-                [
-                    "query",
-                    "--lake",
-                    str(lake_root),
-                    "--format",
-                    "json",
-                    f"SELECT count(*) AS n FROM {table}",
-                ]
-            )
-            == 0
-        )
+        sql = f"SELECT count(*) AS n FROM {table}"
+        assert main(["query", "--lake", str(lake_root), "--format", "json", sql]) == 0
         assert json.loads(capsys.readouterr().out) == [{"n": rows}], table
 
 
-def test_rerun_gives_the_same_tables_without_duplicates(batch, first_run, tmp_path):
+def test_a_rerun_of_the_same_inputs_gives_the_same_tables(first_run):
     result, lake_root = first_run
-    again = run_pipeline(batch, lake_root, run_id="second")
+    again = run_pipeline(lake_root, run_id="second")
     assert again.tables == result.tables
+    for table in lake.TABLES:
+        files = {
+            run: sorted(
+                p.read_bytes()
+                for p in Path(lake_root, lake.PROCESSED, table, f"run_id={run}").glob("*.parquet")
+            )
+            for run in ("first", "second")
+        }
+        assert files["first"] == files["second"], table
     assert (again.report_dir / "summary.csv").read_bytes() == (
         result.report_dir / "summary.csv"
     ).read_bytes()
-    con = catalog.open_catalog(lake_root)
-    try:
-        _, rows = catalog.run_query(
-            con, "SELECT count(*), count(DISTINCT user_id) FROM user_metrics"
-        )
-    finally:
-        con.close()
+    # the current views show one run: nothing is counted twice
+    rows = query(lake_root, "SELECT count(*), count(DISTINCT user_id) FROM user_metrics")
     assert rows[0][0] == rows[0][1] == result.tables["user_metrics"]
+    assert query(lake_root, "SELECT count(DISTINCT run_id) FROM runs_user_metrics") == [(2,)]
+
+
+def split(source: Path, folder: Path, cut: int) -> tuple[Path, Path]:
+    header, *lines = source.read_text().splitlines()
+    folder.mkdir(parents=True, exist_ok=True)
+    day1, day2 = folder / "day1.csv", folder / "day2.csv"
+    day1.write_text("\n".join([header, *lines[:cut]]) + "\n")
+    day2.write_text("\n".join([header, *lines[cut:]]) + "\n")
+    return day1, day2
+
+
+def assert_tables_match(lake_root: Path, run_id: str, expected: dict) -> None:
+    for table in ("location_performance", "user_metrics", "daily_metrics", "business_summary"):
+        found = query(
+            lake_root, f"SELECT * EXCLUDE (run_id) FROM runs_{table} WHERE run_id = '{run_id}'"
+        )
+        assert canonical(found) == canonical(expected[table]), table
+
+
+def test_daily_operation_adds_rentals_to_the_history(clean_batch, tmp_path, capsys):
+    """Day 1: the dimensions and a first rentals file. Day 2: only a new rentals file; the run
+    sees both files with the same dimensions. Day 3: a file of rentals of unknown vehicles is
+    held back, quarantined, and leaves the published tables as they were."""
+    day1, day2 = split(clean_batch / "rental_transactions.csv", tmp_path / "exports", 2000)
+    lake_root = tmp_path / "lake"
+    dims = [str(clean_batch / f"{d}.csv") for d in DIMENSIONS]
+    assert (
+        main(["ingest", "--lake", str(lake_root), *dims, str(day1), "--dataset", "vehicles"]) == 1
+    )
+    out = capsys.readouterr().out  # --dataset applies to every file: the others are rejected
+    assert "vehicles.csv: accepted" in out and "REJECTED" in out
+    quarantined = sorted(p.name for p in (lake_root / "quarantine" / "vehicles").iterdir())
+    assert len(quarantined) == 6 and all(
+        n.endswith(("-locations.csv", "-users.csv", "-day1.csv", ".errors.json"))
+        for n in quarantined
+    )
+    for path in dims:
+        assert main(["ingest", "--lake", str(lake_root), path]) == 0
+    assert (
+        main(["ingest", "--lake", str(lake_root), "--dataset", "rental_transactions", str(day1)])
+        == 0
+    )
+    assert "accepted as raw/rental_transactions/day1.csv (added" in capsys.readouterr().out
+
+    first = run_pipeline(lake_root, run_id="day-1")
+    assert_tables_match(lake_root, "day-1", reference_tables(clean_batch, [day1]))
+
+    assert (
+        main(["ingest", "--lake", str(lake_root), "--dataset", "rental_transactions", str(day2)])
+        == 0
+    )
+    second = run_pipeline(lake_root, run_id="day-2")
+    both = reference_tables(clean_batch, [day1, day2])
+    assert_tables_match(lake_root, "day-2", both)
+    assert canonical(query(lake_root, "SELECT * EXCLUDE (run_id) FROM business_summary")) == (
+        canonical(reference_tables(clean_batch)["business_summary"])
+    )
+    assert [(f.key, f.sha256) for f in LocalLake(lake_root).manifest("day-2").inputs[:3]] == [
+        (f.key, f.sha256) for f in LocalLake(lake_root).manifest("day-1").inputs[:3]
+    ]
+    assert first.tables["business_summary"] == second.tables["business_summary"] == 1
+
+    header, *rows = day1.read_text().splitlines()
+    orphans = tmp_path / "exports" / "day3.csv"
+    unknown_vehicle = [  # new rental ids (z…), a vehicle id no vehicle has
+        ",".join(["z" + rental[1:], user, "ffffffffff", *rest])
+        for rental, user, _, *rest in (row.split(",") for row in rows[:40])
+    ]
+    orphans.write_text("\n".join([header, *unknown_vehicle]) + "\n")
+    assert (
+        main(["ingest", "--lake", str(lake_root), "--dataset", "rental_transactions", str(orphans)])
+        == 0
+    )
+    third = run_pipeline(lake_root, run_id="day-3")
+    assert [h["source_file"] for h in third.held_back] == ["raw/rental_transactions/day3.csv"]
+    assert "vehicle_id_exists 40" in third.held_back[0]["reason"]
+    assert_tables_match(lake_root, "day-3", both)
+    inputs = query(lake_root, "SELECT source_file, status FROM run_inputs ORDER BY input_order")
+    assert inputs[-1] == ("raw/rental_transactions/day3.csv", "held_back")
+    report = next((lake_root / "quarantine" / "rental_transactions").glob("*-day3.csv.errors.json"))
+    assert json.loads(report.read_text())["verdict"] == "held_back"
+    assert "raw/rental_transactions/day3.csv" not in LocalLake(lake_root).inputs().rentals
+    assert published_run(lake_root) == "day-3"
 
 
 def test_a_rejected_file_is_quarantined_and_nothing_runs(batch, tmp_path, capsys):
     broken = tmp_path / "input"
-    shutil.copytree(batch, broken)
-    lines = (broken / "users.csv").read_text().splitlines()
+    broken.mkdir()
+    for name in ("vehicles", "locations", "rental_transactions"):
+        (broken / f"{name}.csv").write_bytes((batch / f"{name}.csv").read_bytes())
+    lines = (batch / "users.csv").read_text().splitlines()
     (broken / "users.csv").write_text("\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n")
     lake_root = tmp_path / "lake"
-    assert main(["run", "--input", str(broken), "--lake", str(lake_root)]) == 1
-    err = capsys.readouterr().err
-    assert "validate" in err and "users.csv" in err and "is_active" in err
-    assert (lake_root / "quarantine" / "users" / "users.csv").read_bytes() == (
-        broken / "users.csv"
-    ).read_bytes()
-    report = json.loads((lake_root / "quarantine" / "users" / "users.csv.errors.json").read_text())
+    for attempt in (1, 2):  # each rejection keeps its own evidence
+        assert main(["run", "--input", str(broken), "--lake", str(lake_root)]) == 1
+        err = capsys.readouterr().err
+        assert "ingest" in err and "users.csv" in err and "is_active" in err
+        evidence = sorted((lake_root / "quarantine" / "users").iterdir())
+        assert len(evidence) == 2 * attempt
+    copy = next(p for p in evidence if p.suffix == ".csv")
+    assert copy.read_bytes() == (broken / "users.csv").read_bytes()
+    report = json.loads(Path(f"{copy}.errors.json").read_text())
     assert report["accepted"] is False
     assert not (lake_root / "processed").exists()
-    assert not (lake_root / "catalog.duckdb").exists()
+    assert LocalLake(lake_root).published() == []
 
 
-def test_a_failing_stage_leaves_the_previous_run_intact(batch, first_run, tmp_path, monkeypatch):
+def snapshot(lake_root: Path) -> dict:
+    run_id = published_run(lake_root)
+    report_dir = lake_root / "reports" / run_id
+    return {
+        "record": (lake_root / lake.PUBLISHED_RECORD).read_bytes(),
+        "report": {p.name: p.read_bytes() for p in report_dir.iterdir()},
+        "summary": query(lake_root, "SELECT * FROM business_summary"),
+    }
+
+
+@pytest.mark.parametrize("stage", ["spark jobs", "summary + report", "publish"])
+def test_a_failure_in_any_stage_publishes_nothing(first_run, stage, monkeypatch):
     _, lake_root = first_run
-    published = catalog.latest_published_run(lake_root)
-    report_dir = lake_root / "reports" / published
-    before = {p.name: p.read_bytes() for p in report_dir.iterdir()}
-    catalog_bytes = (lake_root / "catalog.duckdb").read_bytes()
+    before = snapshot(lake_root)
+    from carrental.local import runner, store
 
-    moved = tmp_path / "input"
-    shutil.copytree(batch, moved)
-    from carrental.local import runner
+    def fail(*args, **kwargs):
+        raise OSError(f"injected failure in {stage}")
 
-    validate = runner.validate_inputs
+    target = {
+        "spark jobs": (runner, "run_spark_jobs"),
+        "summary + report": (runner, "shape_report"),
+        "publish": (store.LocalLake, "publish"),
+    }[stage]
+    monkeypatch.setattr(*target, fail)
+    run_id = f"doomed-{stage.split()[0]}"
+    with pytest.raises((StageError, OSError), match="injected failure"):
+        run_pipeline(lake_root, run_id=run_id)
+    assert snapshot(lake_root) == before
+    status = LocalLake(lake_root).status(run_id)
+    assert status["state"] == "failed" and status["failed_stage"] == stage
+    monkeypatch.undo()
+    LocalLake(lake_root).clean_leftovers()
+    assert not (lake_root / "reports" / run_id).exists()
+    assert not list(Path(lake_root, lake.PROCESSED).glob(f"*/run_id={run_id}"))
 
-    def validate_then_lose_a_file(files, lake):
-        verdicts = validate(files, lake)
-        files["rental_transactions"].unlink()  # the input vanishes between validation and Spark
-        return verdicts
 
-    monkeypatch.setattr(runner, "validate_inputs", validate_then_lose_a_file)
-    with pytest.raises(StageError) as failure:
-        run_pipeline(moved, lake_root, run_id="doomed")
-    assert failure.value.stage == "spark jobs"
-    assert catalog.latest_published_run(lake_root) == published
-    assert (lake_root / "catalog.duckdb").read_bytes() == catalog_bytes
-    assert {p.name: p.read_bytes() for p in report_dir.iterdir()} == before
-    con = catalog.open_catalog(lake_root)
-    try:
-        assert catalog.run_query(con, "SELECT DISTINCT run_id FROM business_summary")[1] == [
-            (published,)
-        ]
-    finally:
-        con.close()
+def test_one_run_per_lake(first_run, capsys):
+    _, lake_root = first_run
+    holder = LocalLake(lake_root)
+    with holder.run_lock():
+        holder.hold_for("busy-run")
+        with pytest.raises(LakeBusy, match="in use by run busy-run"):
+            run_pipeline(lake_root)
+        assert main(["run", "--lake", str(lake_root)]) == 1
+        assert "in use by run busy-run (process" in capsys.readouterr().err
+
+
+KILLED_DURING_PUBLISH = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from carrental.local import store
+    from carrental.local.runner import run_pipeline
+
+    def killed(self, run_id):  # the report is in place, the record not yet written
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    store.LocalLake.publish = killed
+    run_pipeline(Path(sys.argv[1]), run_id="killed")
+    """
+)
+
+
+def test_a_run_killed_while_publishing_leaves_nothing_a_rerun_trips_over(first_run):
+    _, lake_root = first_run
+    before = snapshot(lake_root)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "PYSPARK_SUBMIT_ARGS": "--driver-java-options -XX:TieredStopAtLevel=1 pyspark-shell",
+    }
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_DURING_PUBLISH, str(lake_root)],
+        env=env,
+        capture_output=True,
+        timeout=600,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert (lake_root / "reports" / "killed").is_dir()  # written before the kill
+    assert snapshot(lake_root) == before  # but nothing was published
+    assert LocalLake(lake_root).status("killed")["state"] == "running"
+    rerun = run_pipeline(lake_root, run_id="after-kill")
+    assert published_run(lake_root) == "after-kill"
+    assert LocalLake(lake_root).status("killed")["state"] == "interrupted"
+    assert not (lake_root / "reports" / "killed").exists()
+    assert not list(Path(lake_root, lake.PROCESSED).glob("*/run_id=killed"))
+    assert (rerun.report_dir / "summary.csv").read_bytes() == before["report"]["summary.csv"]
