@@ -270,7 +270,9 @@ def run_pipeline(
         lake=lake_root,
         report_dir=report_dir,
         tables=tables,
-        summary=list(reports["summary.csv"].itertuples(index=False, name=None)),
+        summary=list(
+            reports["summary.csv"][["metric", "value"]].itertuples(index=False, name=None)
+        ),
         top_spenders=list(
             spenders[
                 ["spend_rank", "first_name", "last_name", "user_id", "rental_count", "total_spent"]

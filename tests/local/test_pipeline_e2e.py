@@ -70,9 +70,9 @@ def expected_summary(batch: Path) -> dict[str, str]:
         "max(CAST(rental_start_time AS DATE)) FROM valid"
     ).fetchall()[0]
     location = con.execute(
-        "SELECT location_name, city, sum(amount) AS revenue FROM valid "
-        "GROUP BY pickup_location, location_name, city "
-        "ORDER BY revenue DESC, CAST(pickup_location AS INTEGER) LIMIT 1"
+        "SELECT CAST(pickup_location AS INTEGER) AS id, location_name, city, sum(amount) AS revenue "
+        "FROM valid GROUP BY pickup_location, location_name, city "
+        "ORDER BY revenue DESC, id LIMIT 1"
     ).fetchall()[0]
     vehicle_type = con.execute(
         "SELECT vehicle_type, count(*) AS n FROM valid GROUP BY 1 ORDER BY n DESC, 1 LIMIT 1"
@@ -91,9 +91,15 @@ def expected_summary(batch: Path) -> dict[str, str]:
         "avg_rental_hours": str(Decimal(repr(avg_hours)).quantize(cent)),
         "first_rental_date": str(first),
         "last_rental_date": str(last),
-        "highest_revenue_location": f"{location[0]} ({location[1]}): {location[2]:.2f}",
-        "most_rented_vehicle_type": f"{vehicle_type[0]}: {vehicle_type[1]} rentals",
-        "top_spender": f"{spender[0]} {spender[1]} ({spender[2]}): {spender[3]:.2f}",
+        "top_location_id": str(location[0]),
+        "top_location_name": location[1],
+        "top_location_city": location[2],
+        "top_location_revenue": f"{location[3]:.2f}",
+        "most_rented_vehicle_type": vehicle_type[0],
+        "most_rented_vehicle_type_rentals": str(vehicle_type[1]),
+        "top_spender_user_id": spender[2],
+        "top_spender_name": f"{spender[0]} {spender[1]}",
+        "top_spender_total_spent": f"{spender[3]:.2f}",
         "rejected_rentals": str(len(bad_rows)),
     }
 
@@ -114,9 +120,23 @@ def test_run_writes_the_report_the_raw_data_implies(batch, first_run):
             "vehicle_types.csv",
             "daily_revenue.csv",
             "data_quality.csv",
+            "rejected_rentals.csv",
         ]
     )
     assert catalog.latest_published_run(lake_root) == "first"
+
+
+def defect_rows(batch: Path) -> list[list[str]]:
+    """(row, broken rule) of every corrupted rental, in row order: defects.json's ground truth."""
+    defects = json.loads((batch / "defects.json").read_text())["defects"]
+    return [[str(d["row"]), d["rule"]] for d in sorted(defects, key=lambda d: d["row"])]
+
+
+def test_the_rejected_rentals_report_lists_every_defect(batch, first_run):
+    result, _ = first_run
+    with open(result.report_dir / "rejected_rentals.csv", newline="") as f:
+        listed = [[row["row_number"], row["reject_reason"]] for row in csv.DictReader(f)]
+    assert listed == defect_rows(batch)
 
 
 def test_every_table_answers_a_query(first_run, capsys):
