@@ -26,6 +26,7 @@ from carrental import lake
 from carrental.contracts import DATASETS
 from carrental.local import catalog
 from carrental.report import REPORTS, load_sql, query_params, shape_report
+from carrental.report_html import REPORT_PAGE, render_report
 
 
 class StageError(RuntimeError):
@@ -182,6 +183,7 @@ def write_report(con, run_id: str, report_dir: Path) -> dict[str, pd.DataFrame]:
     for report_name, sql_file in REPORTS.items():
         reports[report_name] = shape_report(report_name, _frame(con, sql_file, run_id))
         reports[report_name].to_csv(staging / report_name, index=False)
+    (staging / REPORT_PAGE).write_text(render_report(reports, run_id), encoding="utf-8")
     shutil.rmtree(report_dir, ignore_errors=True)
     staging.rename(report_dir)
     return reports

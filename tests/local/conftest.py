@@ -1,12 +1,16 @@
 """A lake with hand-made Parquet tables (written by DuckDB), for catalog/SQL/report tests that
-do not need Spark. Values are small and chosen so every expected number is worked out by hand."""
+do not need Spark. Values are small and chosen so every expected number is worked out by hand.
+Also the headless browser of the report page tests."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import pytest
+
+from tests.local.chromium import Chromium, find_chromium
 
 # One SELECT per table: its columns in DESIGN.md order, with Spark-like types.
 TABLE_ROWS = {
@@ -124,3 +128,11 @@ def write_run(lake_root: Path, run_id: str, tables: dict[str, str] = TABLE_ROWS)
 def lake_with_run(tmp_path: Path) -> Path:
     write_run(tmp_path, "run-a")
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Chromium]:
+    """One headless browser for the session (skips, or fails in CI, when there is none)."""
+    browser = Chromium(find_chromium())
+    yield browser
+    browser.close()

@@ -19,6 +19,8 @@ from carrental.cli import main
 from carrental.generate import generate
 from carrental.local import catalog
 from carrental.local.runner import StageError, run_pipeline
+from carrental.report_html import REJECTS_SHOWN
+from tests.local.report_page import assert_page_shows_summary, open_report
 
 pytestmark = pytest.mark.spark
 
@@ -70,8 +72,8 @@ def expected_summary(batch: Path) -> dict[str, str]:
         "max(CAST(rental_start_time AS DATE)) FROM valid"
     ).fetchall()[0]
     location = con.execute(
-        "SELECT CAST(pickup_location AS INTEGER) AS id, location_name, city, sum(amount) AS revenue "
-        "FROM valid GROUP BY pickup_location, location_name, city "
+        "SELECT CAST(pickup_location AS INTEGER) AS id, location_name, city, "
+        "sum(amount) AS revenue FROM valid GROUP BY pickup_location, location_name, city "
         "ORDER BY revenue DESC, id LIMIT 1"
     ).fetchall()[0]
     vehicle_type = con.execute(
@@ -121,6 +123,7 @@ def test_run_writes_the_report_the_raw_data_implies(batch, first_run):
             "daily_revenue.csv",
             "data_quality.csv",
             "rejected_rentals.csv",
+            "report.html",
         ]
     )
     assert catalog.latest_published_run(lake_root) == "first"
@@ -137,6 +140,17 @@ def test_the_rejected_rentals_report_lists_every_defect(batch, first_run):
     with open(result.report_dir / "rejected_rentals.csv", newline="") as f:
         listed = [[row["row_number"], row["reject_reason"]] for row in csv.DictReader(f)]
     assert listed == defect_rows(batch)
+
+
+def test_the_report_page_shows_the_run_in_a_browser(batch, first_run, chromium, tmp_path):
+    result, _ = first_run
+    loaded = open_report(chromium, result.report_dir / "report.html", tmp_path / "report.png")
+    assert_page_shows_summary(loaded, result.report_dir / "summary.csv")
+    shown = loaded.evaluate(
+        "[...document.querySelectorAll('table.rejects tbody tr')]"
+        ".map(r => [r.cells[0].textContent, r.cells[1].textContent])"
+    )
+    assert shown == defect_rows(batch)[:REJECTS_SHOWN]
 
 
 def test_every_table_answers_a_query(first_run, capsys):
