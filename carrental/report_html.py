@@ -253,8 +253,13 @@ def _highlights(summary: _Summary) -> str:
     )
 
 
-def _no_valid_rentals() -> str:
-    return '<div class="empty">No valid rentals in this run: nothing to chart.</div>'
+def _no_valid_rentals(what: str = "chart") -> str:
+    return f'<div class="empty">No valid rentals in this run: nothing to {what}.</div>'
+
+
+def _numbers(frame: pd.DataFrame, table: str) -> str:
+    """A chart's numbers, folded away under it (nothing when there are none)."""
+    return f"<details><summary>The numbers</summary>{table}</details>" if len(frame) else ""
 
 
 def _locations(frame: pd.DataFrame) -> tuple[str, dict]:
@@ -281,9 +286,9 @@ def _locations(frame: pd.DataFrame) -> tuple[str, dict]:
     )
     body = (
         '<section class="card" id="locations">'
-        f"<h2>Revenue by pickup location (top {len(frame)})</h2>"
+        f"<h2>Revenue by pickup location{f' (top {len(frame)})' if len(frame) else ''}</h2>"
         '<p class="lead">Valid rentals by the location they were picked up at.</p>'
-        f"{chart}<details><summary>The numbers</summary>{table}</details></section>"
+        f"{chart}{_numbers(frame, table)}</section>"
     )
     data = {
         "labels": [
@@ -394,10 +399,10 @@ def _daily(frame: pd.DataFrame) -> tuple[str, dict]:
             "unique_vehicles": "vehicles",
         },
     )
+    numbers = _numbers(frame, f'<div class="scroll">{table}</div>')
     body = (
         f'<section class="card" id="daily"><h2>Daily revenue</h2><p class="lead">{lead}</p>'
-        f'{chart}<details><summary>The numbers</summary><div class="scroll">{table}</div>'
-        "</details></section>"
+        f"{chart}{numbers}</section>"
     )
     return body, {
         "dates": dates,
@@ -424,7 +429,7 @@ def _spenders(frame: pd.DataFrame) -> str:
         "<th class=num>rentals</th><th class=num>spent</th><th class=num>avg rental</th>"
         f"<th class=num>hours</th></tr></thead><tbody>{rows}</tbody></table>"
         if len(frame)
-        else _no_valid_rentals()
+        else _no_valid_rentals("list")
     )
     return (
         f'<section class="card" id="spenders"><h2>Top spenders</h2>'
