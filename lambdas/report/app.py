@@ -73,6 +73,10 @@ def write_report(
         logger.info(
             "report written", extra={"report": report_name, "rows": len(frame), "path": path}
         )
+    # S3 keeps ContentType with the object and returns it on GET, so a browser opening the
+    # object (e.g. by a pre-signed URL) renders the page
+    # (https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObject.html). The role's
+    # WriteReports statement (s3:PutObject on reports/*) covers this key as it covers the CSVs.
     page_path = f"{report_prefix(root, run_id)}/{REPORT_PAGE}"
     page_key = page_path.removeprefix(f"{root}/")
     (boto3_session or boto3.Session()).client("s3").put_object(
