@@ -1,14 +1,17 @@
 """Check (not a test): both Spark jobs on the real lab data agree with an independent computation.
 
-    .venv/bin/python benchmarks/lab_check.py                  # ../shared/lab_data
-    .venv/bin/python benchmarks/lab_check.py --data DIR       # any batch folder
+    .venv/bin/python benchmarks/lab_check.py DIR      # DIR holds the four lab CSVs
+
+DIR is the folder of the public car-rental lab data (or any batch folder): vehicles.csv,
+locations.csv, users.csv and rental_transactions.csv. Without it, or when a file is missing,
+the check says so and exits 2 before Spark starts.
 
 Runs both jobs on one local SparkSession (the batch checked once, as the local runner does),
 then compares every output table, row for row and exactly (money to the cent, averages and
 hours to the 6th decimal), with tests/spark/duckdb_reference.py: plain Python for the row rules
 and DuckDB for the aggregates, no code shared with carrental.spark. Prints the headline answers
 (top location by revenue, most rented vehicle type, top spender) and exits 1 on any difference.
-Tests cannot read ../shared, so this lives here.
+Tests cannot depend on the lab data, so this lives here.
 """
 
 from __future__ import annotations
@@ -19,25 +22,23 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # the independent reference lives with the tests
 
 from carrental import lake  # noqa: E402
 from carrental.contracts import DATASETS  # noqa: E402
-from carrental.spark.jobs import (  # noqa: E402
-    check_batch,
-    run_user_transaction_analysis,
-    run_vehicle_location_performance,
-)
-from carrental.spark.session import build_session  # noqa: E402
-from tests.spark.duckdb_reference import canonical, reference_tables  # noqa: E402
 
 SHOWN_DIFFERENCES = 5
 
 
 def run_jobs(folder: Path, output: Path) -> dict[str, float]:
+    from carrental.spark.jobs import (
+        check_batch,
+        run_user_transaction_analysis,
+        run_vehicle_location_performance,
+    )
+    from carrental.spark.session import build_session
+
     spark = build_session("carrental-lab-check", master="local[*]")
     spark.sparkContext.setLogLevel("ERROR")
     inputs = {name: str(folder / f"{name}.csv") for name in DATASETS}
@@ -57,6 +58,8 @@ def run_jobs(folder: Path, output: Path) -> dict[str, float]:
 
 
 def spark_rows(output: Path, table: str) -> tuple[list[str], list[tuple]]:
+    import pyarrow.parquet as pq
+
     written = pq.read_table(lake.table_run_path(str(output), table, "lab"))
     rows = [tuple(r.values()) for r in written.to_pylist()]
     if table == "rental_rejects":  # the reference knows row numbers, not file URIs
@@ -65,10 +68,29 @@ def spark_rows(output: Path, table: str) -> tuple[list[str], list[tuple]]:
     return written.column_names, rows
 
 
-def main() -> int:
+def missing_inputs(folder: Path) -> list[str]:
+    return [f"{name}.csv" for name in DATASETS if not (folder / f"{name}.csv").is_file()]
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "lab_data")
-    args = parser.parse_args()
+    parser.add_argument(
+        "data", type=Path, help="folder with the lab's four CSVs (vehicles.csv, locations.csv, ...)"
+    )
+    args = parser.parse_args(argv)
+    missing = missing_inputs(args.data)
+    if missing:
+        problem = f"lacks {', '.join(missing)}" if args.data.is_dir() else "is not a folder"
+        print(
+            f"lab_check: {args.data} {problem}: give the folder of the lab data, which holds "
+            f"{', '.join(f'{name}.csv' for name in DATASETS)}",
+            file=sys.stderr,
+        )
+        return 2
+    # Spark, pyarrow and the reference are imported only now: a wrong folder is answered at
+    # once, without loading them or starting a JVM.
+    from tests.spark.duckdb_reference import canonical, reference_tables
+
     with tempfile.TemporaryDirectory(prefix="lab_check_") as scratch:
         output = Path(scratch) / "processed"
         seconds = run_jobs(args.data, output)

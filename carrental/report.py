@@ -24,6 +24,7 @@ REPORTS: dict[str, str] = {
     "vehicle_types.csv": "report_vehicle_types.sql",
     "daily_revenue.csv": "report_daily_revenue.sql",
     "data_quality.csv": "report_data_quality.sql",
+    "rejected_rentals.csv": "report_rejected_rentals.sql",
     "inputs.csv": "report_run_inputs.sql",
 }
 

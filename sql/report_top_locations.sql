@@ -1,4 +1,4 @@
--- The ten pickup locations with the highest revenue in one run. ? = the run id.
+-- The 15 pickup locations with the highest revenue in one run. ? = the run id.
 SELECT
     location_id,
     location_name,
@@ -13,4 +13,4 @@ SELECT
 FROM runs_location_performance
 WHERE run_id = ?
 ORDER BY total_revenue DESC, location_id
-LIMIT 10
+LIMIT 15

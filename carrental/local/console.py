@@ -16,6 +16,7 @@ from rich.text import Text
 
 from carrental.local.runner import RunResult, Stages
 from carrental.local.store import Ingested
+from carrental.report_html import REPORT_PAGE
 
 
 def plain(value: object) -> Text:
@@ -69,8 +70,9 @@ def print_ingested(ingested: Ingested, console: Console) -> None:
 
 def print_summary(result: RunResult, console: Console) -> None:
     headline = Table(title=f"Run {result.run_id}", show_header=False, title_justify="left")
-    for metric, value in result.reports["summary.csv"].itertuples(index=False, name=None):
-        headline.add_row(plain(metric.replace("_", " ")), plain(value))
+    summary = result.reports["summary.csv"][["metric", "value"]]
+    for metric, value in summary.itertuples(index=False, name=None):
+        headline.add_row(plain(metric.replace("_", " ")), plain(value or "—"))
     console.print(headline)
     spenders = Table(title="Top 5 spenders", title_justify="left")
     for column in ("rank", "name", "user_id", "rentals", "spent"):
@@ -102,6 +104,6 @@ def print_summary(result: RunResult, console: Console) -> None:
             f"{(inputs['status'] == 'held_back').sum()} held back (see inputs.csv)"
         )
     )
-    console.print(plain(f"report: {result.report_dir.resolve()}/"))
+    console.print(plain(f"report: {(result.report_dir / REPORT_PAGE).resolve()}"))
     console.print(plain(f'query the tables: carrental query --lake {result.lake} "SELECT …"'))
     console.print(plain(f"done in {sum(result.timings.values()):.1f} s"))

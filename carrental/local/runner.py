@@ -31,6 +31,7 @@ from carrental.inputs import MissingInputs
 from carrental.local import catalog
 from carrental.local.store import Ingested, LocalLake, utc_now
 from carrental.report import REPORTS, load_sql, query_params, shape_report
+from carrental.report_html import REPORT_PAGE, render_report
 
 
 class StageError(RuntimeError):
@@ -226,6 +227,7 @@ def write_report(con, run_id: str, report_dir: Path) -> dict[str, pd.DataFrame]:
     for report_name, sql_file in REPORTS.items():
         reports[report_name] = shape_report(report_name, _frame(con, sql_file, run_id))
         reports[report_name].to_csv(staging / report_name, index=False)
+    (staging / REPORT_PAGE).write_text(render_report(reports, run_id), encoding="utf-8")
     shutil.rmtree(report_dir, ignore_errors=True)
     staging.rename(report_dir)
     return reports

@@ -1,11 +1,12 @@
-"""Report Lambda: one pipeline run's CSV report, written to reports/<run_id>/ in the data lake.
+"""Report Lambda: one pipeline run's report (CSVs and report.html), written to reports/<run_id>/.
 
 Called by the state machine's WriteReport state with
 `{"run_id": ..., "bucket": ..., "summary_query_execution_id": ...}` once the Athena summary query
 (sql/summary_report.sql) has succeeded. It reads that query's results by execution id, runs the
 other report queries of `carrental.report.REPORTS` (the sql/ files packaged beside this handler,
 found through CARRENTAL_SQL_DIR), shapes every result with the formatting `carrental run` uses and
-writes the same CSV files. Returns `{"bucket": ..., "keys": [...]}`, in REPORTS order.
+writes the same CSV files, then the same report.html (carrental.report_html). Returns
+`{"bucket": ..., "keys": [...]}`: the CSVs in REPORTS order, then the page.
 
 Needs carrental (layer), awswrangler/pandas (AWS SDK for pandas layer), Powertools (layer).
 """
@@ -21,6 +22,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from carrental.lake import check_run_id, report_prefix
 from carrental.report import REPORTS, load_sql, query_params, shape_report
+from carrental.report_html import REPORT_PAGE, render_report
 
 SUMMARY_REPORT = "summary.csv"
 EVENT_FIELDS = ("run_id", "bucket", "summary_query_execution_id")
@@ -43,7 +45,7 @@ def write_report(
     workgroup: str,
     boto3_session: boto3.Session | None = None,
 ) -> list[str]:
-    """Write every report of REPORTS for one run; return the S3 keys in REPORTS order."""
+    """Write every report of REPORTS for one run, then its page; return the S3 keys."""
     check_run_id(run_id)
     # Start all report queries first: Athena runs them side by side while we wait on the first.
     execution_ids = {SUMMARY_REPORT: summary_query_execution_id}
@@ -61,16 +63,30 @@ def write_report(
         )
     root = f"s3://{bucket}"
     keys = []
+    shaped = {}
     for report_name in REPORTS:
         frame = wr.athena.get_query_results(execution_ids[report_name], boto3_session=boto3_session)
         path = f"{report_prefix(root, run_id)}/{report_name}"
-        wr.s3.to_csv(
-            shape_report(report_name, frame), path, index=False, boto3_session=boto3_session
-        )
+        shaped[report_name] = shape_report(report_name, frame)
+        wr.s3.to_csv(shaped[report_name], path, index=False, boto3_session=boto3_session)
         keys.append(path.removeprefix(f"{root}/"))
         logger.info(
             "report written", extra={"report": report_name, "rows": len(frame), "path": path}
         )
+    # S3 keeps ContentType with the object and returns it on GET, so a browser opening the
+    # object (e.g. by a pre-signed URL) renders the page
+    # (https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObject.html). The role's
+    # WriteReports statement (s3:PutObject on reports/*) covers this key as it covers the CSVs.
+    page_path = f"{report_prefix(root, run_id)}/{REPORT_PAGE}"
+    page_key = page_path.removeprefix(f"{root}/")
+    (boto3_session or boto3.Session()).client("s3").put_object(
+        Bucket=bucket,
+        Key=page_key,
+        Body=render_report(shaped, run_id).encode("utf-8"),
+        ContentType="text/html; charset=utf-8",
+    )
+    keys.append(page_key)
+    logger.info("report page written", extra={"path": page_path})
     return keys
 
 

@@ -54,17 +54,47 @@ class ResultSet:
 
 
 SUMMARY = ResultSet(
-    columns=[("metric", "varchar"), ("value", "varchar")],
+    columns=[("metric", "varchar"), ("value", "varchar"), ("value_type", "varchar")],
     rows=[
-        ["total_revenue", "1324.50"],
-        ["rental_count", "20"],
-        ["highest_revenue_location", "Airport, Terminal 1 (Springfield): 1234.50"],
+        ["total_revenue", "1324.50", "decimal"],
+        ["rental_count", "20", "integer"],
+        ["unique_customers", "16", "integer"],
+        ["unique_vehicles_rented", "15", "integer"],
+        ["avg_rental_amount", "66.23", "decimal"],
+        ["avg_rental_hours", "3.10", "decimal"],
+        ["first_rental_date", "2026-01-01", "date"],
+        ["last_rental_date", "2026-01-05", "date"],
+        ["top_location_id", "7", "integer"],
+        ["top_location_name", "Airport, Terminal 1", "text"],
+        ["top_location_city", "Springfield", "text"],
+        ["top_location_revenue", "1234.50", "decimal"],
+        ["most_rented_vehicle_type", "basic", "text"],
+        ["most_rented_vehicle_type_rentals", "12", "integer"],
+        ["top_spender_user_id", "0012345678", "text"],
+        ["top_spender_name", "Lisa Parker", "text"],
+        ["top_spender_total_spent", "310.00", "decimal"],
+        ["rejected_rentals", "2", "integer"],
     ],
     expected_csv=(
-        "metric,value\n"
-        "total_revenue,1324.50\n"
-        "rental_count,20\n"
-        'highest_revenue_location,"Airport, Terminal 1 (Springfield): 1234.50"\n'
+        "metric,value,value_type\n"
+        "total_revenue,1324.50,decimal\n"
+        "rental_count,20,integer\n"
+        "unique_customers,16,integer\n"
+        "unique_vehicles_rented,15,integer\n"
+        "avg_rental_amount,66.23,decimal\n"
+        "avg_rental_hours,3.10,decimal\n"
+        "first_rental_date,2026-01-01,date\n"
+        "last_rental_date,2026-01-05,date\n"
+        "top_location_id,7,integer\n"
+        'top_location_name,"Airport, Terminal 1",text\n'
+        "top_location_city,Springfield,text\n"
+        "top_location_revenue,1234.50,decimal\n"
+        "most_rented_vehicle_type,basic,text\n"
+        "most_rented_vehicle_type_rentals,12,integer\n"
+        "top_spender_user_id,0012345678,text\n"
+        "top_spender_name,Lisa Parker,text\n"
+        "top_spender_total_spent,310.00,decimal\n"
+        "rejected_rentals,2,integer\n"
     ),
 )
 
@@ -105,11 +135,17 @@ TOP_LOCATIONS = ResultSet(
 )
 
 
-def _generated_cell(column: str) -> tuple[str, str, str]:
+# rental_rejects keeps a rejected row's fields as read: text, whatever their names say.
+AS_READ = {"rejected_rentals.csv"}
+
+
+def _generated_cell(report: str, column: str) -> tuple[str, str, str]:
     """(Athena type, value Athena returns, text the report must hold) for a column, by its name."""
+    if report in AS_READ and column != "row_number":
+        return "varchar", f"{column} as read", f"{column} as read"
     if re.search(r"(amount|revenue|spent|hours)$", column):
         return "decimal", "12.345", "12.35"  # two decimals, half up
-    if re.search(r"(count|violations|rank)$", column) or column.startswith("unique_"):
+    if re.search(r"(count|violations|rank|number)$", column) or column.startswith("unique_"):
         return "bigint", "7", "7"
     if column.endswith("date"):
         return "date", "2026-01-05", "2026-01-05"
@@ -118,7 +154,7 @@ def _generated_cell(column: str) -> tuple[str, str, str]:
 
 def _generated_result(report: str) -> ResultSet:
     columns = sqlglot.parse_one(load_sql(REPORTS[report]), read="athena").named_selects
-    cells = [_generated_cell(column) for column in columns]
+    cells = [_generated_cell(report, column) for column in columns]
     return ResultSet(
         columns=[
             (column, athena_type)

@@ -137,7 +137,8 @@ def test_the_template_follows_an_edited_query(tmp_path, monkeypatch) -> None:
     shutil.copytree(REPO_ROOT / "sql", sql_dir)
     summary_file = REPORTS["summary.csv"]
     edited = load_sql(summary_file).replace(
-        "SELECT metric, value\nFROM metrics", "SELECT metric, value\nFROM metrics\nWHERE ? <> ''"
+        "SELECT metric, value, value_type\nFROM metrics",
+        "SELECT metric, value, value_type\nFROM metrics\nWHERE ? <> ''",
     )
     assert edited != load_sql(summary_file)
     (sql_dir / summary_file).write_text(edited, encoding="utf-8")

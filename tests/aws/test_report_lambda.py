@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 
 import boto3
+import pandas as pd
 import pytest
 from moto import mock_aws
 
 from carrental.report import REPORTS, load_sql
+from carrental.report_html import REPORT_PAGE, render_report
 from tests.aws.report_data import RUN_ID, placeholder_count, queue_athena_results, report_results
 
 LAKE = "carrental-lake"
@@ -57,11 +60,22 @@ def test_report_writes_every_csv_of_the_run(athena, report_app, lambda_context) 
         lambda_context,
     )
 
-    assert result == {"bucket": LAKE, "keys": [f"reports/{RUN_ID}/{name}" for name in REPORTS]}
+    assert result == {
+        "bucket": LAKE,
+        "keys": [f"reports/{RUN_ID}/{name}" for name in [*REPORTS, REPORT_PAGE]],
+    }
     s3 = boto3.client("s3")
     for name, result_set in expected.items():
         body = s3.get_object(Bucket=LAKE, Key=f"reports/{RUN_ID}/{name}")["Body"].read()
         assert body.decode() == result_set.expected_csv, name
+    # the page of those CSVs, served as a web page (it opens in a browser from the console)
+    page = s3.get_object(Bucket=LAKE, Key=f"reports/{RUN_ID}/{REPORT_PAGE}")
+    assert page["ContentType"] == "text/html; charset=utf-8"
+    csvs = {
+        name: pd.read_csv(io.StringIO(result_set.expected_csv), dtype=str, keep_default_na=False)
+        for name, result_set in expected.items()
+    }
+    assert page["Body"].read().decode() == render_report(csvs, RUN_ID)
 
 
 def test_report_queries_run_in_the_workgroup_with_the_run_id_quoted(

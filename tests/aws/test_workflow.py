@@ -21,6 +21,7 @@ from moto.moto_api import state_manager
 from carrental.contracts import DATASETS
 from carrental.deploy import ARCHIVE_NAME, JOBS_PREFIX, job_names
 from carrental.report import REPORTS, load_sql
+from carrental.report_html import REPORT_PAGE
 from carrental.spark.entrypoint import build_parser
 from tests.aws.conftest import REGION
 from tests.aws.report_data import RUN_ID, placeholder_count, queue_athena_results, report_results
@@ -211,7 +212,7 @@ def test_a_batch_becomes_tables_and_a_report(pipeline: Pipeline) -> None:
     execution, stand_in = pipeline.execute()
 
     assert execution["status"] == "SUCCEEDED", execution.get("cause")
-    keys = [f"reports/{RUN_ID}/{name}" for name in REPORTS]
+    keys = [f"reports/{RUN_ID}/{name}" for name in [*REPORTS, REPORT_PAGE]]
     assert json.loads(execution["output"])["report"] == {"bucket": pipeline.lake, "keys": keys}
     assert pipeline.report_objects() == sorted(keys)
     body = boto3.client("s3").get_object(Bucket=pipeline.lake, Key=keys[0])["Body"].read()

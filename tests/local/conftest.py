@@ -1,12 +1,16 @@
 """A lake with hand-made Parquet tables (written by DuckDB), for catalog/SQL/report tests that
-do not need Spark. Values are small and chosen so every expected number is worked out by hand."""
+do not need Spark. Values are small and chosen so every expected number is worked out by hand.
+Also the headless browser of the report page tests."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import pytest
+
+from tests.local.chromium import Chromium, find_chromium
 
 # One SELECT per table: its columns in docs/tables.md order, with Spark-like types.
 TABLE_ROWS = {
@@ -61,9 +65,11 @@ TABLE_ROWS = {
           DATE '2024-01-01' AS first_rental_date, DATE '2024-01-02' AS last_rental_date""",
     "rental_rejects": """
         SELECT * FROM (VALUES ('r1', 'u1', 'v1', 'yesterday', '2024-01-01 10:00:00', '1154',
-                               '2702', '10.0', 'rental_start_time_format'))
+                               '2702', '10.0', 'rental_start_time_format',
+                               'file:///batch/rental_transactions.csv', 7::BIGINT))
         AS t(rental_id, user_id, vehicle_id, rental_start_time, rental_end_time,
-             pickup_location, dropoff_location, total_amount, reject_reason)""",
+             pickup_location, dropoff_location, total_amount, reject_reason, source_file,
+             row_number)""",
     "data_quality": """
         SELECT * FROM (VALUES
           ('rental_transactions', 'rental_start_time_format', 'reject', 1::BIGINT),
@@ -81,6 +87,43 @@ TABLE_ROWS = {
 }
 
 
+# The same run when no rental is valid, as the Spark jobs write it: every metric table empty
+# (same columns and types), business_summary one row of zeros and nulls, every rental rejected.
+NO_VALID_RENTAL_ROWS = {
+    **{
+        table: f"SELECT * FROM ({TABLE_ROWS[table]}) WHERE false"
+        for table in (
+            "location_performance",
+            "vehicle_type_performance",
+            "location_vehicle_type_performance",
+            "user_metrics",
+            "daily_metrics",
+        )
+    },
+    "business_summary": """
+        SELECT 0.00::DECIMAL(22,2) AS total_revenue, 0::BIGINT AS rental_count,
+          0::BIGINT AS unique_customers, 0::BIGINT AS unique_vehicles_rented,
+          NULL::DECIMAL(16,6) AS avg_rental_amount, NULL::DOUBLE AS avg_rental_hours,
+          NULL::DATE AS first_rental_date, NULL::DATE AS last_rental_date""",
+    "rental_rejects": """
+        SELECT * FROM (VALUES
+          ('r1', 'u1', 'v1', 'yesterday', '2024-01-01 10:00:00', '1154', '2702', '10.0',
+           'rental_start_time_format', 'file:///batch/rental_transactions.csv', 1::BIGINT),
+          ('r2', 'nobody', 'v2', '2024-01-01 10:00:00', '2024-01-01 12:00:00', '1154', '2702',
+           '20.00', 'user_id_exists', 'file:///batch/rental_transactions.csv', 2::BIGINT))
+        AS t(rental_id, user_id, vehicle_id, rental_start_time, rental_end_time,
+             pickup_location, dropoff_location, total_amount, reject_reason, source_file,
+             row_number)""",
+    "data_quality": """
+        SELECT * FROM (VALUES
+          ('rental_transactions', 'rental_start_time_format', 'reject', 1::BIGINT),
+          ('rental_transactions', 'user_id_exists', 'reject', 1::BIGINT),
+          ('rental_transactions', 'rental_id_unique', 'reject', 0::BIGINT))
+        AS t(dataset, rule, severity, violations)""",
+    "run_inputs": TABLE_ROWS["run_inputs"],
+}
+
+
 def write_run(lake_root: Path, run_id: str, tables: dict[str, str] = TABLE_ROWS) -> None:
     con = duckdb.connect()
     for table, select in tables.items():
@@ -94,3 +137,11 @@ def write_run(lake_root: Path, run_id: str, tables: dict[str, str] = TABLE_ROWS)
 def lake_with_run(tmp_path: Path) -> Path:
     write_run(tmp_path, "run-a")
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Chromium]:
+    """One headless browser for the session (skips, or fails in CI, when there is none)."""
+    browser = Chromium(find_chromium())
+    yield browser
+    browser.close()

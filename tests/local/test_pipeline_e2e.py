@@ -27,7 +27,9 @@ from carrental.generate import generate
 from carrental.local import catalog
 from carrental.local.runner import StageError, run_pipeline
 from carrental.local.store import LakeBusy, LocalLake
+from carrental.report_html import REJECTS_SHOWN
 from tests.conftest import REPO_ROOT
+from tests.local.report_page import assert_page_shows_summary, open_report
 from tests.spark.duckdb_reference import canonical, reference_tables
 
 pytestmark = pytest.mark.spark
@@ -82,9 +84,9 @@ def expected_summary(batch: Path) -> dict[str, str]:
         "max(CAST(rental_start_time AS DATE)) FROM valid"
     ).fetchall()[0]
     location = con.execute(
-        "SELECT location_name, city, sum(amount) AS revenue FROM valid "
-        "GROUP BY pickup_location, location_name, city "
-        "ORDER BY revenue DESC, CAST(pickup_location AS INTEGER) LIMIT 1"
+        "SELECT CAST(pickup_location AS INTEGER) AS id, location_name, city, "
+        "sum(amount) AS revenue FROM valid GROUP BY pickup_location, location_name, city "
+        "ORDER BY revenue DESC, id LIMIT 1"
     ).fetchall()[0]
     vehicle_type = con.execute(
         "SELECT vehicle_type, count(*) AS n FROM valid GROUP BY 1 ORDER BY n DESC, 1 LIMIT 1"
@@ -103,9 +105,15 @@ def expected_summary(batch: Path) -> dict[str, str]:
         "avg_rental_hours": str(Decimal(repr(avg_hours)).quantize(cent)),
         "first_rental_date": str(first),
         "last_rental_date": str(last),
-        "highest_revenue_location": f"{location[0]} ({location[1]}): {location[2]:.2f}",
-        "most_rented_vehicle_type": f"{vehicle_type[0]}: {vehicle_type[1]} rentals",
-        "top_spender": f"{spender[0]} {spender[1]} ({spender[2]}): {spender[3]:.2f}",
+        "top_location_id": str(location[0]),
+        "top_location_name": location[1],
+        "top_location_city": location[2],
+        "top_location_revenue": f"{location[3]:.2f}",
+        "most_rented_vehicle_type": vehicle_type[0],
+        "most_rented_vehicle_type_rentals": str(vehicle_type[1]),
+        "top_spender_user_id": spender[2],
+        "top_spender_name": f"{spender[0]} {spender[1]}",
+        "top_spender_total_spent": f"{spender[3]:.2f}",
         "rejected_rentals": str(len(bad_rows)),
     }
 
@@ -139,13 +147,39 @@ def test_run_writes_the_report_the_raw_data_implies(batch, first_run):
             "vehicle_types.csv",
             "daily_revenue.csv",
             "data_quality.csv",
+            "rejected_rentals.csv",
             "inputs.csv",
+            "report.html",
         ]
     )
     assert published_run(lake_root) == "first"
     manifest = LocalLake(lake_root).manifest("first")
     assert [f.dataset for f in manifest.inputs] == [*DIMENSIONS, "rental_transactions"]
     assert LocalLake(lake_root).status("first")["state"] == "published"
+
+
+def defect_rows(batch: Path) -> list[list[str]]:
+    """(row, broken rule) of every corrupted rental, in row order: defects.json's ground truth."""
+    defects = json.loads((batch / "defects.json").read_text())["defects"]
+    return [[str(d["row"]), d["rule"]] for d in sorted(defects, key=lambda d: d["row"])]
+
+
+def test_the_rejected_rentals_report_lists_every_defect(batch, first_run):
+    result, _ = first_run
+    with open(result.report_dir / "rejected_rentals.csv", newline="") as f:
+        listed = [[row["row_number"], row["reject_reason"]] for row in csv.DictReader(f)]
+    assert listed == defect_rows(batch)
+
+
+def test_the_report_page_shows_the_run_in_a_browser(batch, first_run, chromium, tmp_path):
+    result, _ = first_run
+    loaded = open_report(chromium, result.report_dir / "report.html", tmp_path / "report.png")
+    assert_page_shows_summary(loaded, result.report_dir / "summary.csv")
+    shown = loaded.evaluate(
+        "[...document.querySelectorAll('table.rejects tbody tr')]"
+        ".map(r => [r.cells[0].textContent, r.cells[1].textContent])"
+    )
+    assert shown == defect_rows(batch)[:REJECTS_SHOWN]
 
 
 def test_every_table_answers_a_query(first_run, capsys):
