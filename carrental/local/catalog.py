@@ -19,10 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
-import sqlglot
-import sqlglot.errors
 
 from carrental import lake
+from carrental.local import query
 
 CATALOG_FILE = "catalog.duckdb"
 PUBLISHED_FILE = "_published.json"
@@ -104,11 +103,8 @@ def _prune(processed: Path, keep: set[str]) -> None:
 
 
 def to_duckdb_sql(athena_sql: str) -> str:
-    """Athena (Trino) SQL -> DuckDB SQL. Raises sqlglot.errors.ParseError on bad SQL."""
-    statements = sqlglot.transpile(athena_sql, read="athena", write="duckdb")
-    if len(statements) != 1:
-        raise CatalogError(f"expected one SQL statement, got {len(statements)}")
-    return statements[0]
+    """Athena (Trino) SQL -> DuckDB SQL (one read-only statement, else a query.QueryError)."""
+    return query.translate(athena_sql)
 
 
 def open_catalog(lake_root: Path, catalog: Path | None = None) -> duckdb.DuckDBPyConnection:
@@ -123,11 +119,5 @@ def open_catalog(lake_root: Path, catalog: Path | None = None) -> duckdb.DuckDBP
 
 def run_query(con: duckdb.DuckDBPyConnection, athena_sql: str, params: list | None = None):
     """Run Athena SQL on the catalog; returns (column names, rows as Python values)."""
-    try:
-        cursor = con.execute(to_duckdb_sql(athena_sql), params or [])
-    except sqlglot.errors.ParseError as exc:
-        raise CatalogError(f"SQL error (sqlglot, Athena dialect): {exc}") from None
-    except duckdb.Error as exc:
-        raise CatalogError(f"SQL error (DuckDB): {exc}") from None
-    columns = [d[0] for d in cursor.description]
-    return columns, cursor.fetchall()
+    result = query.execute(con, athena_sql, params)
+    return result.columns, result.fetchall()

@@ -57,6 +57,8 @@ _MAGIC = (
     (b"\xfe\xff", "UTF-16 text (big-endian BOM), not UTF-8"),
 )
 _UTF8_BOM = b"\xef\xbb\xbf"
+# C0 control bytes that text never holds (tab, line feed and carriage return aside)
+_BINARY_CONTROLS = bytes([*range(0, 9), 11, 12, *range(14, 32)])
 
 
 def infer_dataset(path: str, explicit: str | None = None) -> str:
@@ -177,8 +179,9 @@ def _check_file(
 
 class _CountingStream:
     """A read-only stream over `raw` that can peek at its start, counts the bytes read and
-    checks that they are UTF-8 as they pass (one incremental decode: cheaper than checking
-    every column of every batch). `read(n)` fills up to n bytes (S3 bodies return short reads).
+    checks that they are UTF-8 and free of NUL bytes as they pass (one incremental decode and
+    one memchr per read: cheaper than checking every column of every batch). `read(n)` fills
+    up to n bytes (S3 bodies return short reads).
     """
 
     def __init__(self, raw: BinaryIO) -> None:
@@ -187,10 +190,13 @@ class _CountingStream:
         self._utf8 = codecs.getincrementaldecoder("utf-8")()
         self.bytes_read = 0
         self.first_non_utf8_byte: int | None = None  # offset in the file
+        self.first_nul_byte: int | None = None  # offset in the file
         self.closed = False
 
     def _pull(self, n: int) -> bytes:
         data = self._raw.read(n)
+        if self.first_nul_byte is None and (nul := data.find(b"\x00")) >= 0:
+            self.first_nul_byte = self.bytes_read + nul
         if self.first_non_utf8_byte is None:
             try:
                 self._utf8.decode(data, final=not data or n < 0)
@@ -240,10 +246,19 @@ def _sniff(start: bytes) -> Problem | None:
                 f"the file is {what}: upload plain UTF-8 CSV text",
             )
     nul = start.find(b"\x00")
-    if nul >= 0:
+    header_end = start.find(b"\n")
+    controls = sum(start.count(bytes([c])) for c in _BINARY_CONTROLS)
+    # A stray NUL in a text file is reported with its row and column (_RowChecker); a file
+    # that starts with binary content is reported as such.
+    if nul >= 0 and (header_end < 0 or nul < header_end or controls > len(start) / 100):
+        if start[1:64:2].count(0) > 24 or start[0:64:2].count(0) > 24:
+            return Problem(
+                "not_utf8",
+                "the file looks like UTF-16 text without a byte order mark (every other byte "
+                "is NUL): save it as UTF-8",
+            )
         return Problem(
-            "not_csv_text",
-            f"the file is binary, not CSV text (a NUL byte at offset {nul:,})",
+            "not_csv_text", f"the file is binary, not CSV text (a NUL byte at offset {nul:,})"
         )
     return None
 
@@ -391,6 +406,15 @@ class _RowChecker:
         problems = [self._field_count_problem()] if self._bad_rows else []
         if self._stopped:
             problems.append(self._stopped)
+        elif self._stream.first_nul_byte is not None:
+            # The NUL is in no row that was read (e.g. in a row with a wrong field count).
+            problems.append(
+                Problem(
+                    "not_csv_text",
+                    f"byte {self._stream.first_nul_byte:,} of the file is a NUL byte: "
+                    "the file is binary or corrupt, not CSV text",
+                )
+            )
         elif self._stream.first_non_utf8_byte is not None:
             # The bad byte is in no row that was read (e.g. in a row with a wrong field count).
             problems.append(
@@ -483,9 +507,15 @@ class _RowChecker:
         self.rows += batch.num_rows
         text: dict[str, pa.StringArray] = dict(zip(batch.schema.names, batch.columns, strict=True))
         for name, values in text.items():
-            if _has_line_break(values):
+            if _contains(values, b"\n", b"\r"):
                 self._stopped = _line_break(values, name, rows)
                 return False
+        if self._stream.first_nul_byte is not None:
+            # A NUL byte from here on: find its row and column.
+            for name, values in text.items():
+                if _contains(values, b"\x00"):
+                    self._stopped = _nul_byte(values, name, rows)
+                    return False
         if self._stream.first_non_utf8_byte is not None:
             # Some byte from here on is not UTF-8: find its row and column.
             for name, values in text.items():
@@ -567,15 +597,15 @@ def _regrouped(batches, min_bytes: int):
         yield pa.concat_batches(pending)
 
 
-def _has_line_break(values: pa.StringArray) -> bool:
-    """Whether any value contains CR or LF: one memchr-speed search of the column's bytes."""
+def _contains(values: pa.StringArray, *needles: bytes) -> bool:
+    """Whether any value contains one of `needles`: memchr-speed searches of the column's bytes."""
     offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)
     start, end = offsets[values.offset], offsets[values.offset + len(values)]
     data = values.buffers()[2]
     if data is None or end == start:
         return False
     text = data.slice(start, end - start).to_pybytes()
-    return b"\n" in text or b"\r" in text
+    return any(needle in text for needle in needles)
 
 
 def _line_break(values: pa.StringArray, column: str, rows: np.ndarray) -> Problem:
@@ -586,6 +616,21 @@ def _line_break(values: pa.StringArray, column: str, rows: np.ndarray) -> Proble
         f"row {int(rows[where[0]]):,}, column {column}: a value contains a line break. Values "
         "are single-line: this is almost always an unclosed quote that swallowed the rows "
         "after it (reading stopped)",
+        column=column,
+        examples=tuple(
+            (int(rows[i]), shorten(values[int(i)].as_py())) for i in where[:MAX_EXAMPLES]
+        ),
+    )
+
+
+def _nul_byte(values: pa.StringArray, column: str, rows: np.ndarray) -> Problem:
+    where = np.flatnonzero(pc.match_substring(values, "\x00").to_numpy(zero_copy_only=False))
+    first = values[int(where[0])].as_py()
+    return Problem(
+        "not_csv_text",
+        f"row {int(rows[where[0]]):,}, column {column}: a NUL byte (at position "
+        f"{first.index(chr(0))} of the value): the file is binary or corrupt, not CSV text "
+        "(reading stopped)",
         column=column,
         examples=tuple(
             (int(rows[i]), shorten(values[int(i)].as_py())) for i in where[:MAX_EXAMPLES]
