@@ -11,7 +11,9 @@ import argparse
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +23,7 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 # `generate` asks for --yes above this estimated output size.
 CONFIRM_ABOVE_BYTES = 2e9
+MAX_SCALE = 1e12
 
 
 class UsageError(ValueError):
@@ -215,6 +218,7 @@ def _validate(args: argparse.Namespace) -> int:
             verdicts.append(validate_path(path, dataset=args.dataset, reject_threshold=threshold))
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    _interrupts.check()  # a verdict computed across a Ctrl-C is not one
     if args.json:
         _utf8_stdout()
         print(to_json([v.to_dict() for v in verdicts], indent=2))
@@ -244,6 +248,8 @@ def _scale(text: str) -> float:
     value = _number(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if value > MAX_SCALE:  # beyond it even the size estimate stops being a number
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SCALE:g}, got {text}")
     return value
 
 
@@ -426,21 +432,63 @@ def _silence_stdout() -> None:
         pass
 
 
+class _Interrupts:
+    """Remembers a Ctrl-C. Libraries sometimes turn the KeyboardInterrupt raised inside them
+    into an error of their own (DuckDB: RuntimeError "Query interrupted"; pyarrow importing
+    pandas: AttributeError "partially initialized module"), or swallow it and go on. After a
+    SIGINT, an error, or a result, is the interrupt's doing and is reported as the interrupt."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self._previous = None
+
+    def _handler(self, signum, frame) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt if one was swallowed: before printing a result."""
+        if self.seen:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> _Interrupts:
+        self.seen = False
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+_interrupts = _Interrupts()
+
+
 def main(argv: list[str] | None = None) -> int:
     _tolerant_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return args.handler(args)
-    except ValueError as exc:
-        _error(args.command, f"error: {exc}")
-        return 2
-    except KeyboardInterrupt:
-        _error(args.command, "interrupted")
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        _silence_stdout()
-        return EXIT_BROKEN_PIPE
+    with _interrupts:
+        try:
+            code = args.handler(args)
+            _interrupts.check()
+            return code
+        except KeyboardInterrupt:
+            _error(args.command, "interrupted")
+            return EXIT_INTERRUPTED
+        except BrokenPipeError:
+            _silence_stdout()
+            return EXIT_BROKEN_PIPE
+        except Exception as exc:
+            if _interrupts.seen:
+                _error(args.command, "interrupted")
+                return EXIT_INTERRUPTED
+            if isinstance(exc, ValueError):
+                _error(args.command, f"error: {exc}")
+                return 2
+            raise
 
 
 if __name__ == "__main__":

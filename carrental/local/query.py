@@ -141,7 +141,9 @@ def translate(athena_sql: str) -> str:
             '"SELECT * FROM location_performance LIMIT 5"'
         )
     try:
-        statements = [s for s in sqlglot.parse(athena_sql, read=READ_DIALECT) if s is not None]
+        parsed = sqlglot.parse(athena_sql, read=READ_DIALECT)
+        # an empty statement is None, or a bare Semicolon when a comment precedes it
+        statements = [s for s in parsed if s is not None and not isinstance(s, exp.Semicolon)]
     except sqlglot.errors.ParseError as exc:
         raise _parse_error(athena_sql, exc) from None
     except sqlglot.errors.TokenError:

@@ -3,8 +3,10 @@
 Reading: the first bytes are sniffed (compressed or binary content, UTF-16); the header line is
 parsed with the csv module (a UTF-8 BOM and CRLF are fine; columns are mapped by name, in any
 order); then pyarrow's streaming CSV reader parses the rest in 256 KiB blocks, every column as
-text. The bytes are checked to be UTF-8 as they stream past (one incremental decode); if one is
-not, the batches from there on are checked column by column to name its row and column. A row
+text. The bytes are checked to be UTF-8 and free of NUL as they stream past (one incremental
+decode, one memchr); if one is not, the batches from there on are checked column by column to
+name its row and column (a NUL in the first line, or binary content at the start, makes the
+file "binary" instead). A row
 longer than a block (a pathological 50 MB field, an unclosed quote running on) stops the read
 with a clear problem instead of growing memory; a value containing a line break (an unclosed
 quote that swallowed rows) is rejected. Memory is bounded: pyarrow's readahead of blocks, one
