@@ -8,6 +8,7 @@ command ended by SIGPIPE. None of them ends with a traceback for a user's mistak
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import shutil
@@ -139,6 +140,7 @@ def _query(args: argparse.Namespace) -> int:
             f"--lake {args.lake}`",
         )
         return 1
+    _interrupts.also_call(con.interrupt)
     try:
         # The views read the lake's Parquet under processed/: the only folder a query may read.
         processed = Path(lake.processed_prefix(str(args.lake.resolve())))
@@ -441,9 +443,18 @@ class _Interrupts:
     def __init__(self) -> None:
         self.seen = False
         self._previous = None
+        self._callbacks: list = []
+
+    def also_call(self, callback) -> None:
+        """Call `callback()` on Ctrl-C, e.g. DuckDB's connection.interrupt(): DuckDB sees the
+        KeyboardInterrupt only when it happens to check for one, and may drop it."""
+        self._callbacks.append(callback)
 
     def _handler(self, signum, frame) -> None:
         self.seen = True
+        for callback in self._callbacks:
+            with contextlib.suppress(Exception):  # e.g. a connection closed meanwhile
+                callback()
         raise KeyboardInterrupt
 
     def check(self) -> None:
@@ -453,6 +464,7 @@ class _Interrupts:
 
     def __enter__(self) -> _Interrupts:
         self.seen = False
+        self._callbacks.clear()
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handler)
         return self

@@ -23,10 +23,9 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from itertools import islice
 from typing import IO, TYPE_CHECKING
 
 from rich.cells import cell_len
@@ -189,11 +188,6 @@ def write_result(
         raise ValueError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
 
 
-def _rows(result: QueryResult) -> Iterator[tuple]:
-    for batch in result.batches():
-        yield from batch
-
-
 # DuckDB result types by how their Python values are written (converting only the columns that
 # need it keeps a million-row export from spending its time in per-value Python calls).
 _INTEGER_TYPES = r"U?(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT)"
@@ -295,21 +289,20 @@ def _write_markdown(result: QueryResult, out: IO[str]) -> None:
 def _write_table(result: QueryResult, out: IO[str], max_rows: int) -> None:
     """Up to `max_rows` rows as a table that fits the terminal's width (long text wrapped);
     rows too wide for that are shown vertically, one `column  value` line per field."""
-    shown = list(islice(_rows(result), max_rows + 1))
-    more = len(shown) > max_rows
-    if more:
+    shown = result.fetch(max_rows + 1)
+    left_out = 0
+    if len(shown) > max_rows:
         shown.pop()
         left_out = 1 + result.count_remaining()
-    else:
-        left_out = 0
     term = console(file=out)
     cells = [
         [safe_text(value, style=ESCAPE_STYLE if value is None else "") for value in row]
         for row in shown
     ]
     headers = [safe_text(name) for name in result.columns]
-    if _fits(headers, cells, result.numeric, term.width):
-        term.print(_table(headers, cells, result.numeric))
+    minimum = _min_widths(headers, cells, result.numeric)
+    if _fits(minimum, term.width):
+        term.print(_table(headers, cells, result.numeric, minimum))
     else:
         _print_vertical(term, headers, cells)
     total = len(shown) + left_out
@@ -318,7 +311,7 @@ def _write_table(result: QueryResult, out: IO[str], max_rows: int) -> None:
         term.print(
             safe_text(
                 f"{len(shown):,} of {total:,} {noun} shown, {left_out:,} left out "
-                "(--max-rows N shows more; --format csv or json writes them all)"
+                "(--max-rows N shows more)"
             )
         )
     else:
@@ -333,26 +326,39 @@ def _natural_widths(headers: list[Text], cells: list[list[Text]]) -> list[int]:
     return widths
 
 
-def _fits(headers: list[Text], cells: list[list[Text]], numeric: list[bool], width: int) -> bool:
-    """Whether a table fits `width` with numbers whole and text wrapped to no less than
-    MIN_WRAPPED_WIDTH (3 cells of border and padding per column, plus one)."""
-    minimum = [
-        w if is_number else min(w, MIN_WRAPPED_WIDTH)
-        for w, is_number in zip(_natural_widths(headers, cells), numeric, strict=True)
-    ]
+def _min_widths(headers: list[Text], cells: list[list[Text]], numeric: list[bool]) -> list[int]:
+    """How narrow each column may get: numbers stay whole, text wraps at spaces only (no word
+    is cut) and not below MIN_WRAPPED_WIDTH."""
+    natural = _natural_widths(headers, cells)
+    minimum = []
+    for i, is_number in enumerate(numeric):
+        if is_number:
+            minimum.append(natural[i])
+            continue
+        words = [headers[i].plain, *(row[i].plain for row in cells)]
+        longest = max(cell_len(word) for text in words for word in text.split() or [""])
+        minimum.append(min(natural[i], max(longest, MIN_WRAPPED_WIDTH)))
+    return minimum
+
+
+def _fits(minimum: list[int], width: int) -> bool:
+    """Whether a table with these column widths fits `width` (3 cells of border and padding
+    per column, plus one)."""
     return sum(minimum) + 3 * len(minimum) + 1 <= width
 
 
-def _table(headers: list[Text], cells: list[list[Text]], numeric: list[bool]) -> Table:
+def _table(
+    headers: list[Text], cells: list[list[Text]], numeric: list[bool], minimum: list[int]
+) -> Table:
     columns = [
         Column(
             header,
             justify="right" if is_number else "left",
             no_wrap=is_number,
             overflow="fold",
-            min_width=None if is_number else min(header.cell_len, MIN_WRAPPED_WIDTH),
+            min_width=width,
         )
-        for header, is_number in zip(headers, numeric, strict=True)
+        for header, is_number, width in zip(headers, numeric, minimum, strict=True)
     ]
     table = Table(*columns, header_style="bold")
     for row in cells:
@@ -361,14 +367,24 @@ def _table(headers: list[Text], cells: list[list[Text]], numeric: list[bool]) ->
 
 
 def _print_vertical(term: Console, headers: list[Text], cells: Iterable[list[Text]]) -> None:
+    """Each row as a block: a `row N` rule, then one `column  value` line per field, long
+    values wrapped under themselves."""
+    name_width = min(max(h.cell_len for h in headers), max(12, term.width // 3))
+    value_width = max(20, term.width - name_width - 2)
+    labels = []
+    for header in headers:
+        label = header.copy()
+        label.stylize("bold")
+        label.truncate(name_width, overflow="ellipsis", pad=True)
+        labels.append(label)
+    indent = Text(" " * name_width)
     for number, row in enumerate(cells, start=1):
         term.rule(Text(f"row {number}"), align="left", characters="─")
-        record = Table.grid(padding=(0, 2))
-        record.add_column(style="bold", no_wrap=True, max_width=max(12, term.width // 3))
-        record.add_column(overflow="fold")
-        for header, value in zip(headers, row, strict=True):
-            record.add_row(header, value)
-        term.print(record)
+        for label, value in zip(labels, row, strict=True):
+            lines = value.wrap(term, value_width, overflow="fold") or [Text()]
+            for i, line in enumerate(lines):
+                line.rstrip()
+                term.print(Text.assemble(label if i == 0 else indent, "  ", line), soft_wrap=True)
 
 
 def describe_query_error(error: QueryError, width: int = 78) -> str:

@@ -80,12 +80,13 @@ class QueryResult:
     def numeric(self) -> list[bool]:
         return [bool(_NUMERIC_TYPES.match(t)) for t in self.types]
 
+    def fetch(self, n: int) -> list[tuple]:
+        """The next `n` rows (fewer at the end), as Python values (DECIMAL stays Decimal)."""
+        return _fetch(self.cursor.fetchmany, n, sql=self.sql)
+
     def batches(self, size: int = BATCH_ROWS) -> Iterator[list[tuple]]:
-        """The rows, `size` at a time, as Python values (DECIMAL stays Decimal)."""
-        while True:
-            rows = _fetch(self.cursor.fetchmany, size, sql=self.sql)
-            if not rows:
-                return
+        """The remaining rows, `size` at a time."""
+        while rows := self.fetch(size):
             yield rows
 
     def fetchall(self) -> list[tuple]:
