@@ -21,8 +21,11 @@ accepted (Spark routes those rows to rental_rejects); over it, the file is rejec
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import io
+import sys
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -370,34 +373,56 @@ class _RowChecker:
         if not self._stream.peek(1):
             return  # a header and nothing else (pyarrow refuses an empty input)
         try:
-            # Opening already reads and parses the first block.
-            reader = pacsv.open_csv(
-                self._stream,
-                read_options=pacsv.ReadOptions(
-                    column_names=list(header), block_size=BLOCK_SIZE, use_threads=False
-                ),
-                parse_options=pacsv.ParseOptions(
-                    newlines_in_values=True, invalid_row_handler=self._on_bad_row
-                ),
-                convert_options=pacsv.ConvertOptions(
-                    # The stream checks UTF-8 as it passes; see _check_batch.
-                    column_types={name: pa.string() for name in header},
-                    check_utf8=False,
-                    strings_can_be_null=False,
-                    quoted_strings_can_be_null=False,
-                ),
-            )
+            with self._bad_rows_not_utf8_are_not_printed():
+                self._read(header)
         except pa.ArrowInvalid as exc:
             self._stopped = self._unreadable(exc)
-            return
+        except UnicodeDecodeError:  # see _bad_rows_not_utf8_are_not_printed
+            self._stopped = self._bad_row_not_utf8()
+
+    def _read(self, header: tuple[str, ...]) -> None:
+        # Opening already reads and parses the first block.
+        reader = pacsv.open_csv(
+            self._stream,
+            read_options=pacsv.ReadOptions(
+                column_names=list(header), block_size=BLOCK_SIZE, use_threads=False
+            ),
+            parse_options=pacsv.ParseOptions(
+                newlines_in_values=True, invalid_row_handler=self._on_bad_row
+            ),
+            convert_options=pacsv.ConvertOptions(
+                # The stream checks UTF-8 as it passes; see _check_batch.
+                column_types={name: pa.string() for name in header},
+                check_utf8=False,
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
         try:
             for batch in _regrouped(self._parsed(reader), CHECK_ROWS_BYTES):
                 if not self._check_batch(batch):
                     return
-        except pa.ArrowInvalid as exc:
-            self._stopped = self._unreadable(exc)
         finally:
             reader.close()
+
+    @contextlib.contextmanager
+    def _bad_rows_not_utf8_are_not_printed(self) -> Iterator[None]:
+        """pyarrow decodes a row with a wrong field count as UTF-8 before it calls _on_bad_row.
+        For a row that is not UTF-8 the decoding fails inside pyarrow's callback: Python prints
+        that as an "Exception ignored" traceback, then the read fails (UnicodeDecodeError or
+        ArrowInvalid, handled by the caller). The traceback is not for the user's terminal."""
+        previous = sys.unraisablehook
+
+        def hook(unraisable) -> None:
+            ours = getattr(unraisable.object, "__self__", None) is self
+            if not (ours and isinstance(unraisable.exc_value, UnicodeDecodeError)):
+                previous(unraisable)
+
+        sys.unraisablehook = hook
+        try:
+            yield
+        finally:
+            sys.unraisablehook = previous
 
     def _parsed(self, reader: pacsv.CSVStreamingReader):
         for batch in reader:
@@ -408,8 +433,10 @@ class _RowChecker:
         problems = [self._field_count_problem()] if self._bad_rows else []
         if self._stopped:
             problems.append(self._stopped)
-        elif self._stream.first_nul_byte is not None:
-            # The NUL is in no row that was read (e.g. in a row with a wrong field count).
+        found = {p.rule for p in problems}
+        # A NUL or non-UTF-8 byte the stream saw in no row that was checked: in a row with a
+        # wrong field count, or past where reading stopped.
+        if self._stream.first_nul_byte is not None and "not_csv_text" not in found:
             problems.append(
                 Problem(
                     "not_csv_text",
@@ -417,8 +444,7 @@ class _RowChecker:
                     "the file is binary or corrupt, not CSV text",
                 )
             )
-        elif self._stream.first_non_utf8_byte is not None:
-            # The bad byte is in no row that was read (e.g. in a row with a wrong field count).
+        if self._stream.first_non_utf8_byte is not None and "not_utf8" not in found:
             problems.append(
                 Problem(
                     "not_utf8",
@@ -490,6 +516,18 @@ class _RowChecker:
             return None
         return Problem(
             "unparseable_csv", f"unparseable CSV from row {first_unread:,} on: {message}"
+        )
+
+    def _bad_row_not_utf8(self) -> Problem:
+        self._read_to_the_end = False
+        first_unread = self._rows_parsed + len(self._bad_rows) + 1
+        where = self._stream.first_non_utf8_byte
+        at = f"byte {where:,} of the file" if where is not None else "a row"
+        return Problem(
+            "not_utf8",
+            f"{at} is not UTF-8 text, in a row from row {first_unread:,} on that does not have "
+            f"the header's {len(self.contract.columns)} fields: the file must be UTF-8 encoded "
+            "(reading stopped)",
         )
 
     def _row_numbers(self, n: int) -> np.ndarray:
