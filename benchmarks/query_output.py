@@ -75,6 +75,7 @@ def build_lake(lake_root: Path, rows: int) -> None:
     run_id = "bench"
     processed = Path(lake.processed_prefix(str(lake_root)))
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     started = time.perf_counter()
     for table in lake.TABLES:
         folder = Path(lake.table_run_path(str(processed), table, run_id))

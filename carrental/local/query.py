@@ -105,6 +105,7 @@ def lock_down(con: duckdb.DuckDBPyConnection, allowed_directories: Sequence[Path
     """From now on `con` reads files only under `allowed_directories` (and DuckDB's own temp
     folder), reaches no network, loads no extension, and accepts no SET. Irreversible."""
     folders = [str(Path(d).resolve()) + "/" for d in allowed_directories]
+    con.execute("SET enable_progress_bar = false")  # it would draw on stderr mid-output
     con.execute("SET allowed_directories = ?", [folders])
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
