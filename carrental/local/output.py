@@ -67,12 +67,15 @@ def escape_controls(text: str, keep: str = "") -> str:
     return _UNSAFE.sub(lambda m: m.group() if m.group() in keep else _escape_char(m.group()), text)
 
 
-def safe_text(value: object, style: str = "") -> Text:
-    """`value` as Rich Text: no markup or emoji parsing, control characters shown escaped."""
+def safe_text(value: object, style: str = "", keep: str = "") -> Text:
+    """`value` as Rich Text: no markup or emoji parsing, control characters shown escaped
+    (except those in `keep`: "\n" for a message of several lines)."""
     text = value if isinstance(value, str) else display(value)
     result = Text(style=style)
     position = 0
     for match in _UNSAFE.finditer(text):
+        if match.group() in keep:
+            continue
         result.append(text[position : match.start()])
         result.append(_escape_char(match.group()), style=ESCAPE_STYLE)
         position = match.end()

@@ -411,7 +411,8 @@ def test_random_sql_gets_an_answer_or_a_short_error_and_touches_no_file(fuzz_lak
     def check(sql: str, fmt: str) -> None:
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(["query", "--lake", str(lake_root), "--format", fmt, sql])
+            # "--": argparse would read a SQL string like "-1\nSELECT" as an option
+            code = main(["query", "--lake", str(lake_root), "--format", fmt, "--", sql])
         if code == 0:
             assert err.getvalue() == "" and out.getvalue()
         else:

@@ -73,6 +73,11 @@ def test_rich_helpers_for_the_run_summary_never_interpret_values():
     assert "\x1b[1mr1\x1b[0m" in out  # our own markup still applies
 
 
+def test_a_message_of_several_lines_keeps_its_line_breaks_only():
+    text = safe_text("rejected:\n  row 1: '\x1b[2J'\r", keep="\n")
+    assert text.plain == "rejected:\n  row 1: '\\x1b[2J'\\r"
+
+
 def test_the_output_console_writes_no_style_to_a_pipe():
     buffer = io.StringIO()
     console(file=buffer).print(markup("[bold red]{}[/]", "value"))
