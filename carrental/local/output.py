@@ -191,13 +191,30 @@ def write_result(
         raise ValueError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
 
 
-# DuckDB result types by how their Python values are written (converting only the columns that
-# need it keeps a million-row export from spending its time in per-value Python calls).
-_INTEGER_TYPES = r"U?(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT)"
-_AS_IS_IN_JSON = re.compile(rf"^(VARCHAR|BOOLEAN|{_INTEGER_TYPES})$")
-_FLOAT = re.compile(r"^(FLOAT|DOUBLE)$")
-# str() of the Python value is its display form: 1300.00, 2024-01-02 08:00:00, an ISO date
-_STR_IS_DISPLAY = re.compile(r"^(DECIMAL\(.*\)|TIMESTAMP.*|DATE|TIME.*|UUID|INTERVAL)$")
+# DuckDB result types by how their Python values are written: converting only the columns that
+# need it keeps a million-row export from spending its time in per-value Python calls.
+_TYPE_KINDS = (
+    ("integer", re.compile(r"^U?(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT)$")),
+    ("float", re.compile(r"^(FLOAT|DOUBLE)$")),
+    ("decimal", re.compile(r"^DECIMAL\(.*\)$")),
+    # str() of these is their display form: 2024-01-02 08:00:00, 2024-01-02, 1 day, 0:00:00
+    ("temporal", re.compile(r"^(TIMESTAMP.*|DATE|TIME.*|INTERVAL|UUID)$")),
+    ("text", re.compile(r"^VARCHAR$")),
+    ("boolean", re.compile(r"^BOOLEAN$")),
+)
+_NUMBERS = {"integer", "float", "decimal"}
+
+
+def _kinds(result: QueryResult) -> list[str]:
+    return [
+        next((kind for kind, pattern in _TYPE_KINDS if pattern.match(name)), "other")
+        for name in result.types
+    ]
+
+
+def _numeric(result: QueryResult) -> list[bool]:
+    """Which columns hold numbers (right-aligned, never wrapped)."""
+    return [kind in _NUMBERS for kind in _kinds(result)]
 
 
 def _str_or_none(value: object) -> str | None:
@@ -212,23 +229,19 @@ def _csv_cell(value: object) -> str:
     return "" if value is None else display(value)
 
 
-def _json_converters(types: list[str]) -> list:
-    def pick(kind: str):
-        if _AS_IS_IN_JSON.match(kind):
-            return None
-        if _FLOAT.match(kind):
-            return _json_float
-        return _str_or_none if _STR_IS_DISPLAY.match(kind) else json_value
-
-    return [pick(kind) for kind in types]
+def _json_converters(result: QueryResult) -> list:
+    """None where the Python value is already JSON as it should read."""
+    by_kind = {"integer": None, "text": None, "boolean": None, "float": _json_float}
+    by_kind |= {"decimal": _str_or_none, "temporal": _str_or_none}
+    return [by_kind.get(kind, json_value) for kind in _kinds(result)]
 
 
-def _csv_converters(types: list[str], on_terminal: bool) -> list:
+def _csv_converters(result: QueryResult, on_terminal: bool) -> list:
     """None where the csv module's own str() writes the display form (NULL as empty)."""
     if on_terminal:
-        return [lambda v: escape_controls(_csv_cell(v))] * len(types)
-    as_is = re.compile(rf"^(VARCHAR|{_INTEGER_TYPES})$|{_FLOAT.pattern}|{_STR_IS_DISPLAY.pattern}")
-    return [None if as_is.match(kind) else _csv_cell for kind in types]
+        return [lambda v: escape_controls(_csv_cell(v))] * len(result.types)
+    as_is = {"integer", "float", "decimal", "temporal", "text"}
+    return [None if kind in as_is else _csv_cell for kind in _kinds(result)]
 
 
 def _converted(batch: list[tuple], converters: list) -> list:
@@ -246,7 +259,7 @@ def _converted(batch: list[tuple], converters: list) -> list:
 
 def _write_csv(result: QueryResult, out: IO[str]) -> None:
     on_terminal = out.isatty()
-    converters = _csv_converters(result.types, on_terminal)
+    converters = _csv_converters(result, on_terminal)
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([escape_controls(c) if on_terminal else c for c in result.columns])
     for batch in result.batches():
@@ -256,7 +269,7 @@ def _write_csv(result: QueryResult, out: IO[str]) -> None:
 def _write_json(result: QueryResult, out: IO[str]) -> None:
     """A JSON array, one object per line, written batch by batch."""
     names = unique_names(result.columns)
-    converters = _json_converters(result.types)
+    converters = _json_converters(result)
     out.write("[")
     first = True
     for batch in result.batches():
@@ -279,12 +292,10 @@ def _null_or_str(value: object) -> str:
 def _write_markdown(result: QueryResult, out: IO[str]) -> None:
     """A GitHub-flavoured Markdown table; numbers right-aligned."""
     # numbers, decimals and dates hold no character to escape
-    no_escaping = re.compile(rf"^({_INTEGER_TYPES})$|{_FLOAT.pattern}|{_STR_IS_DISPLAY.pattern}")
-    converters = [
-        _null_or_str if no_escaping.match(kind) else _markdown_cell for kind in result.types
-    ]
+    plain = {*_NUMBERS, "temporal"}
+    converters = [_null_or_str if kind in plain else _markdown_cell for kind in _kinds(result)]
     out.write("| " + " | ".join(_markdown_cell(c) for c in result.columns) + " |\n")
-    out.write("|" + "|".join(" ---: " if n else " --- " for n in result.numeric) + "|\n")
+    out.write("|" + "|".join(" ---: " if n else " --- " for n in _numeric(result)) + "|\n")
     for batch in result.batches():
         out.write("".join("| " + " | ".join(row) + " |\n" for row in _converted(batch, converters)))
 
@@ -303,9 +314,9 @@ def _write_table(result: QueryResult, out: IO[str], max_rows: int) -> None:
         for row in shown
     ]
     headers = [safe_text(name) for name in result.columns]
-    minimum = _min_widths(headers, cells, result.numeric)
+    minimum = _min_widths(headers, cells, _numeric(result))
     if _fits(minimum, term.width):
-        term.print(_table(headers, cells, result.numeric, minimum))
+        term.print(_table(headers, cells, _numeric(result), minimum))
     else:
         _print_vertical(term, headers, cells)
     total = len(shown) + left_out

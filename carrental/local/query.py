@@ -37,10 +37,6 @@ _STATEMENT_KEYWORDS = ("SELECT", "WITH", "VALUES", "DESCRIBE")
 # Athena statements that only read, but that sqlglot cannot translate (it keeps them as raw
 # text, which is never passed on).
 _READING_COMMANDS = ("SHOW", "EXPLAIN")
-_NUMERIC_TYPES = re.compile(
-    r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|UHUGEINT|"
-    r"FLOAT|DOUBLE|DECIMAL)\b"
-)
 
 # sqlglot logs a warning ("Falling back to parsing as a 'Command'") for statements it does not
 # know; those are refused with a clear error below, so its log line is noise on the terminal.
@@ -75,10 +71,6 @@ class QueryResult:
     columns: list[str]
     types: list[str]
     sql: str
-
-    @property
-    def numeric(self) -> list[bool]:
-        return [bool(_NUMERIC_TYPES.match(t)) for t in self.types]
 
     def fetch(self, n: int) -> list[tuple]:
         """The next `n` rows (fewer at the end), as Python values (DECIMAL stays Decimal)."""
