@@ -55,7 +55,8 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _check_generate_size(args: argparse.Namespace) -> None:
-    """Refuse a batch this machine cannot hold or store; above CONFIRM_ABOVE_BYTES ask for --yes."""
+    """Refuse a batch this machine cannot hold or store; above CONFIRM_ABOVE_BYTES, ask for
+    --yes. The size is an estimate: generate holds the whole batch in memory, then writes it."""
     from carrental.generate import estimated_bytes, estimated_memory, expected_rows
 
     size, memory = estimated_bytes(args.scale), estimated_memory(args.scale)
@@ -86,11 +87,13 @@ def _physical_memory() -> int | None:
 
 
 def _bytes(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
-        if n < 1000 or unit == "PB":
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+    if n < 1000:
+        return f"{n:,.0f} bytes"
+    for unit in ("KB", "MB", "GB", "TB"):
         n /= 1000
-    raise AssertionError("unreachable")
+        if n < 1000:
+            return f"{n:,.1f} {unit}"
+    return f"{n / 1000:,.1f} PB"
 
 
 def _contracts(args: argparse.Namespace) -> int:
