@@ -14,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from carrental.local import catalog
@@ -131,12 +130,3 @@ def file_states(*roots: Path) -> dict[Path, tuple[int, int]]:
                 stat = path.stat()
                 states[path] = (stat.st_size, stat.st_mtime_ns)
     return states
-
-
-def parquet_rows(path: Path, sql: str) -> list[tuple]:
-    """An independent read of the lake's Parquet (plain DuckDB, no catalog, no CLI)."""
-    con = duckdb.connect()
-    try:
-        return con.execute(sql.replace("{processed}", str(path / "processed"))).fetchall()
-    finally:
-        con.close()
