@@ -1,27 +1,100 @@
-"""The `carrental` command line."""
+"""The `carrental` command line.
+
+Exit codes: 0 success, 1 failure (a rejected file, a SQL error, a failed stage), 2 usage error,
+130 interrupted (Ctrl-C), 141 output closed early (`carrental ... | head`), as a shell reports a
+command ended by SIGPIPE. None of them ends with a traceback for a user's mistake.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import os
+import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from carrental import __version__
 from carrental.contracts import DEFAULT_REJECT_THRESHOLD
 
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+# `generate` asks for --yes above this estimated output size.
+CONFIRM_ABOVE_BYTES = 2e9
+MAX_SCALE = 1e12
+
+
+class UsageError(ValueError):
+    """A bad argument found after parsing (exit 2)."""
+
 
 def _generate(args: argparse.Namespace) -> int:
+    import duckdb
+
     from carrental.generate import generate
 
+    _check_generate_size(args)
     started = time.perf_counter()
-    counts = generate(args.out, scale=args.scale, seed=args.seed, dirty_rate=args.dirty_rate)
+    try:
+        counts = generate(args.out, scale=args.scale, seed=args.seed, dirty_rate=args.dirty_rate)
+    except (OSError, duckdb.IOException) as exc:
+        _error("generate", f"cannot write into {args.out}: {_first_line(exc)}")
+        return 1
+    except MemoryError:
+        _error("generate", f"ran out of memory at --scale {args.scale:g}: use a smaller scale")
+        return 1
     elapsed = time.perf_counter() - started
     rows = ", ".join(f"{name} {count:,}" for name, count in counts.items() if name != "defects")
     print(f"wrote {args.out}/: {rows} rows in {elapsed:.1f} s")
     if counts["defects"]:
         print(f"injected {counts['defects']:,} defects, listed in {args.out / 'defects.json'}")
     return 0
+
+
+def _check_generate_size(args: argparse.Namespace) -> None:
+    """Refuse a batch this machine cannot hold or store; above CONFIRM_ABOVE_BYTES, ask for
+    --yes. The size is an estimate: generate holds the whole batch in memory, then writes it."""
+    from carrental.generate import estimated_bytes, estimated_memory, expected_rows
+
+    size, memory = estimated_bytes(args.scale), estimated_memory(args.scale)
+    rentals = expected_rows(args.scale)["rental_transactions"]
+    what = f"--scale {args.scale:g} would write about {_bytes(size)} ({rentals:,.0f} rentals)"
+    existing = next((p for p in [args.out, *args.out.parents] if p.exists()), Path("."))
+    free = shutil.disk_usage(existing).free
+    if size > free:
+        raise UsageError(f"{what}, but {existing} has {_bytes(free)} free")
+    ram = _physical_memory()
+    if ram is not None and memory > ram:
+        raise UsageError(
+            f"{what} and needs about {_bytes(memory)} of memory (the batch is built in memory); "
+            f"this machine has {_bytes(ram)}"
+        )
+    if size > CONFIRM_ABOVE_BYTES and not args.yes:
+        raise UsageError(
+            f"{what} and needs about {_bytes(memory)} of memory; pass --yes to go ahead "
+            f"(asked above {_bytes(CONFIRM_ABOVE_BYTES)})"
+        )
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system that reports it
+        return None
+
+
+def _bytes(n: float) -> str:
+    if n < 1000:
+        return f"{n:,.0f} bytes"
+    for unit in ("KB", "MB", "GB", "TB"):
+        n /= 1000
+        if n < 1000:
+            return f"{n:,.1f} {unit}"
+    return f"{n / 1000:,.1f} PB"
 
 
 def _contracts(args: argparse.Namespace) -> int:
@@ -32,35 +105,34 @@ def _contracts(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from carrental.local.console import Progress, print_summary
+    from carrental.local.output import console as output_console
+    from carrental.local.output import safe_text
     from carrental.local.runner import StageError, run_pipeline
     from carrental.local.store import LakeError
 
-    console = Console(stderr=True, emoji=False, highlight=False)
+    console = output_console(stderr=True)
     try:
         result = run_pipeline(
             args.lake, args.input, args.run_id, Progress(console), args.reject_threshold
         )
     except StageError as exc:
-        console.print(f"carrental run: stage '{exc.stage}' failed", style="red bold", markup=False)
-        console.print(str(exc), markup=False)
+        console.print(safe_text(f"carrental run: stage '{exc.stage}' failed", style="red bold"))
+        console.print(safe_text(str(exc), keep="\n"))
         if exc.log:
-            console.print(f"log: {exc.log}", markup=False)
+            console.print(safe_text(f"log: {exc.log}"))
         console.print("the previous published run, its tables and report are unchanged")
         return 1
     except LakeError as exc:
         print(f"carrental run: {exc}", file=sys.stderr)
         return 1
-    print_summary(result, Console(emoji=False, highlight=False))
+    print_summary(result, output_console())
     return 0
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from carrental.local.console import print_ingested
+    from carrental.local.output import console as output_console
     from carrental.local.runner import ingest_files
     from carrental.local.store import LakeError, LocalLake
     from carrental.validation import infer_dataset
@@ -70,7 +142,7 @@ def _ingest(args: argparse.Namespace) -> int:
     missing = [str(path) for path in args.files if not path.is_file()]
     if missing:
         raise ValueError(f"not a file: {', '.join(missing)}")
-    console = Console(emoji=False, highlight=False)
+    console = output_console()
     try:
         ingested = ingest_files(
             LocalLake(args.lake),
@@ -85,19 +157,26 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _query(args: argparse.Namespace) -> int:
-    from carrental.local.catalog import CatalogError, open_catalog, run_query
-    from carrental.local.output import print_rows
+    from carrental.local.catalog import CatalogError, open_catalog, readable_folders
+    from carrental.local.output import describe_query_error, write_result
+    from carrental.local.query import QueryError, run
 
     try:
         con = open_catalog(args.lake)
-        try:
-            columns, rows = run_query(con, args.sql)
-        finally:
-            con.close()
     except CatalogError as exc:
-        print(f"carrental query: {exc}", file=sys.stderr)
+        _error("query", str(exc))
         return 1
-    print_rows(columns, rows, args.format)
+    _interrupts.also_call(con.interrupt)
+    try:
+        result = run(con, readable_folders(args.lake), args.sql)
+        if args.format != "table":
+            _utf8_stdout()
+        write_result(result, args.format, max_rows=args.max_rows)
+    except QueryError as exc:
+        _error("query", describe_query_error(exc))
+        return 1
+    finally:
+        con.close()
     return 0
 
 
@@ -147,41 +226,98 @@ def _sync_template_sql(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    import json
-
+    from carrental.local.output import print_plain, to_json
     from carrental.validation import DEFAULT_REJECT_THRESHOLD, infer_dataset, validate_path
 
     if args.dataset is not None:
         infer_dataset("", args.dataset)  # an unknown --dataset is a usage error (exit 2)
-    missing = [str(path) for path in args.files if not path.is_file()]
-    if missing:
-        raise ValueError(f"not a file: {', '.join(missing)}")
+    for path in args.files:
+        if not path.exists():
+            raise UsageError(f"{path}: no such file")
+        if not path.is_file():
+            kind = "a folder" if path.is_dir() else "not a regular file"
+            raise UsageError(f"{path} is {kind}: pass CSV files")
     threshold = DEFAULT_REJECT_THRESHOLD if args.reject_threshold is None else args.reject_threshold
-    verdicts = [
-        validate_path(path, dataset=args.dataset, reject_threshold=threshold) for path in args.files
-    ]
+    verdicts = []
+    for path in args.files:
+        try:
+            verdicts.append(validate_path(path, dataset=args.dataset, reject_threshold=threshold))
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    _interrupts.check()  # a verdict computed across a Ctrl-C is not one
     if args.json:
-        print(json.dumps([v.to_dict() for v in verdicts], indent=2, ensure_ascii=False))
+        _utf8_stdout()
+        print(to_json([v.to_dict() for v in verdicts], indent=2))
     else:
-        print("\n".join(v.render() for v in verdicts))
+        print_plain("\n".join(v.render() for v in verdicts))
     return 0 if all(v.accepted for v in verdicts) else 1
 
 
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
 
 
-def _non_negative_float(text: str) -> float:
-    value = float(text)
+def _scale(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if value > MAX_SCALE:  # beyond it even the size estimate stops being a number
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SCALE:g}, got {text}")
+    return value
+
+
+def _dirty_rate(text: str) -> float:
+    from carrental.generate import MAX_DIRTY_RATE
+
+    value = _number(text)
+    if not 0 <= value <= MAX_DIRTY_RATE:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_DIRTY_RATE}, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _out_folder(text: str) -> Path:
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a folder")
+    return path
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from carrental.local.output import DEFAULT_MAX_ROWS, FORMATS
+
     parser = argparse.ArgumentParser(
         prog="carrental", description="Car-rental analytics pipeline, locally or on AWS."
     )
@@ -191,19 +327,25 @@ def build_parser() -> argparse.ArgumentParser:
     gen = commands.add_parser(
         "generate", help="write a synthetic batch of the four CSVs, shaped like the lab data"
     )
-    gen.add_argument("--out", type=Path, required=True, help="output folder")
+    gen.add_argument("--out", type=_out_folder, required=True, help="output folder")
     gen.add_argument(
         "--scale",
-        type=_non_negative_float,
+        type=_scale,
         default=1.0,
         help="1 = the lab's sizes (~20k rentals); rentals grow linearly, dimensions sub-linearly",
     )
-    gen.add_argument("--seed", type=int, default=42, help="same seed => byte-identical files")
+    gen.add_argument("--seed", type=_seed, default=42, help="same seed => byte-identical files")
     gen.add_argument(
         "--dirty-rate",
-        type=_non_negative_float,
+        type=_dirty_rate,
         default=0.0,
-        help="fraction of rental rows to corrupt; the defects are listed in defects.json",
+        help="fraction of rental rows to corrupt (at most 0.5); the defects are listed in "
+        "defects.json",
+    )
+    gen.add_argument(
+        "--yes",
+        action="store_true",
+        help=f"write a batch larger than {_bytes(CONFIRM_ABOVE_BYTES)} without asking",
     )
     gen.set_defaults(handler=_generate)
 
@@ -252,7 +394,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     query.add_argument("sql", help='e.g. "SELECT * FROM location_performance LIMIT 5"')
     query.add_argument("--lake", type=Path, default=Path(".lake"), help="lake folder (.lake/)")
-    query.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    query.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help="table (fits the terminal; wide rows shown one field per line), csv, json "
+        "(UTF-8, one object per row) or markdown",
+    )
+    query.add_argument(
+        "--max-rows",
+        type=_positive_int,
+        default=DEFAULT_MAX_ROWS,
+        help=f"rows the table view shows ({DEFAULT_MAX_ROWS}); it says how many it left out",
+    )
     query.set_defaults(handler=_query)
 
     deploy_jobs = commands.add_parser(
@@ -297,14 +451,109 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(command: str, message: str) -> None:
+    from carrental.local.output import print_plain
+
+    print_plain(f"carrental {command}: {message}", file=sys.stderr)
+
+
+def _first_line(exc: BaseException) -> str:
+    return next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
+def _utf8_stdout() -> None:
+    """JSON, CSV and Markdown are UTF-8 whatever the locale (RFC 8259 requires it of JSON)."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(encoding="utf-8")
+
+
+def _tolerant_streams() -> None:
+    """A character the terminal's encoding lacks (or a non-UTF-8 file name) prints as an escape
+    instead of raising UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
+def _silence_stdout() -> None:
+    """After EPIPE: point stdout at /dev/null so that the interpreter's final flush of the
+    buffered rest cannot fail again (https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a file descriptor (tests)
+        pass
+
+
+class _Interrupts:
+    """Remembers a Ctrl-C. Libraries sometimes turn the KeyboardInterrupt raised inside them
+    into an error of their own (DuckDB: RuntimeError "Query interrupted"; pyarrow importing
+    pandas: AttributeError "partially initialized module"), or swallow it and go on. After a
+    SIGINT, an error, or a result, is the interrupt's doing and is reported as the interrupt."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self._previous = None
+        self._callbacks: list = []
+
+    def also_call(self, callback) -> None:
+        """Call `callback()` on Ctrl-C, e.g. DuckDB's connection.interrupt(): DuckDB sees the
+        KeyboardInterrupt only when it happens to check for one, and may drop it."""
+        self._callbacks.append(callback)
+
+    def _handler(self, signum, frame) -> None:
+        self.seen = True
+        for callback in self._callbacks:
+            with contextlib.suppress(Exception):  # e.g. a connection closed meanwhile
+                callback()
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt if one was swallowed: before printing a result."""
+        if self.seen:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> _Interrupts:
+        self.seen = False
+        self._callbacks.clear()
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+_interrupts = _Interrupts()
+
+
 def main(argv: list[str] | None = None) -> int:
+    _tolerant_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return args.handler(args)
-    except ValueError as exc:
-        print(f"carrental {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    with _interrupts:
+        try:
+            code = args.handler(args)
+            _interrupts.check()
+            return code
+        except KeyboardInterrupt:
+            _error(args.command, "interrupted")
+            return EXIT_INTERRUPTED
+        except BrokenPipeError:
+            _silence_stdout()
+            return EXIT_BROKEN_PIPE
+        except Exception as exc:
+            if _interrupts.seen:
+                _error(args.command, "interrupted")
+                return EXIT_INTERRUPTED
+            if isinstance(exc, ValueError):
+                _error(args.command, f"error: {exc}")
+                return 2
+            raise
 
 
 if __name__ == "__main__":

@@ -208,8 +208,8 @@ def test_cli_generate_reports_what_it_wrote(tmp_path, capsys):
 
 
 def test_cli_rejects_bad_arguments(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["generate", "--out", str(tmp_path), "--scale", "-1"])
-    assert exc.value.code == 2
-    assert main(["generate", "--out", str(tmp_path), "--dirty-rate", "0.9"]) == 2
-    assert "dirty_rate must be between 0 and 0.5" in capsys.readouterr().err
+    for bad in (["--scale", "-1"], ["--dirty-rate", "0.9"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["generate", "--out", str(tmp_path), *bad])
+        assert exc.value.code == 2
+    assert "argument --dirty-rate: must be between 0 and 0.5, got 0.9" in capsys.readouterr().err

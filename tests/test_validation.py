@@ -664,7 +664,7 @@ def test_cli_json(dirty_batch, capsys):
 
 def test_cli_usage_errors(tmp_path, capsys):
     assert main(["validate", str(tmp_path / "missing.csv")]) == 2
-    assert "not a file" in capsys.readouterr().err
+    assert "missing.csv: no such file" in capsys.readouterr().err
     assert main(["validate", str(tmp_path), "--dataset", "users"]) == 2
     assert main(["validate", "x.csv", "--dataset", "cars"]) == 2
     assert "unknown dataset 'cars'" in capsys.readouterr().err

@@ -14,10 +14,17 @@ from pathlib import Path
 
 import duckdb
 import sqlglot
-import sqlglot.errors
 
 from carrental import lake
-from carrental.publishing import PUBLISHED_RUNS_TABLE, RECORD_COLUMNS, runs_table, view_sql
+from carrental.local import query
+from carrental.publishing import (
+    PUBLISHED_RUNS_TABLE,
+    RECORD_COLUMNS,
+    RecordError,
+    parse_record,
+    runs_table,
+    view_sql,
+)
 
 
 class CatalogError(RuntimeError):
@@ -29,11 +36,14 @@ def _sql_literal(text: str) -> str:
 
 
 def to_duckdb_sql(athena_sql: str) -> str:
-    """Athena (Trino) SQL -> DuckDB SQL. Raises sqlglot.errors.ParseError on bad SQL."""
-    statements = sqlglot.transpile(athena_sql, read="athena", write="duckdb")
-    if len(statements) != 1:
-        raise CatalogError(f"expected one SQL statement, got {len(statements)}")
-    return statements[0]
+    """Athena (Trino) SQL -> DuckDB SQL (one read-only statement, else a query.QueryError)."""
+    return query.translate(athena_sql)
+
+
+def readable_folders(lake_root: Path) -> list[Path]:
+    """The folders the catalog's views read: the only ones a query may read."""
+    root = lake_root.resolve()
+    return [root / lake.PROCESSED, (root / lake.PUBLISHED_RECORD).parent]
 
 
 def table_files(lake_root: Path, table: str) -> str:
@@ -63,6 +73,14 @@ def open_catalog(lake_root: Path) -> duckdb.DuckDBPyConnection:
                 f"(carrental run --lake {lake_root})"
             )
         record = lake_root.resolve() / lake.PUBLISHED_RECORD
+        if record.exists():  # a damaged record is named here, not as a DuckDB JSON error
+            try:
+                parse_record(record.read_text(encoding="utf-8"), str(record))
+            except (OSError, UnicodeDecodeError) as exc:
+                raise CatalogError(
+                    f"{record} cannot be read ({exc.__class__.__name__}: {exc}); "
+                    "restore it from a backup"
+                ) from None
         columns = ", ".join(
             f"{name}: {_sql_literal(kind)}" for name, kind in RECORD_COLUMNS.items()
         )
@@ -76,8 +94,11 @@ def open_catalog(lake_root: Path) -> duckdb.DuckDBPyConnection:
             + " WHERE false)"
         )
         con.execute(f"CREATE VIEW {PUBLISHED_RUNS_TABLE} AS SELECT {names} FROM {source}")
-        for table in registered:
-            con.execute(to_duckdb_sql(view_sql(table)))
+        for table in registered:  # our own DDL: not a user's query, not held to query's rules
+            con.execute(sqlglot.transpile(view_sql(table), read="athena", write="duckdb")[0])
+    except RecordError as exc:
+        con.close()
+        raise CatalogError(str(exc)) from None
     except BaseException:
         con.close()
         raise
@@ -86,11 +107,5 @@ def open_catalog(lake_root: Path) -> duckdb.DuckDBPyConnection:
 
 def run_query(con: duckdb.DuckDBPyConnection, athena_sql: str, params: list | None = None):
     """Run Athena SQL on the catalog; returns (column names, rows as Python values)."""
-    try:
-        cursor = con.execute(to_duckdb_sql(athena_sql), params or [])
-    except sqlglot.errors.ParseError as exc:
-        raise CatalogError(f"SQL error (sqlglot, Athena dialect): {exc}") from None
-    except duckdb.Error as exc:
-        raise CatalogError(f"SQL error (DuckDB): {exc}") from None
-    columns = [d[0] for d in cursor.description]
-    return columns, cursor.fetchall()
+    result = query.execute(con, athena_sql, params)
+    return result.columns, result.fetchall()

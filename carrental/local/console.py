@@ -1,7 +1,8 @@
 """What `carrental run` and `carrental ingest` show on the terminal: live stage lines while a run
 goes on, the run's summary at the end, one line per ingested file.
 
-Values from the data are printed as plain text (rich Text), never read as markup or emoji codes.
+Values from the data are printed as plain text (carrental.local.output.safe_text), never read as
+markup or emoji codes, control characters shown escaped.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from carrental.local.output import safe_text
 from carrental.local.runner import RunResult, Stages
 from carrental.local.store import Ingested
 from carrental.report_html import REPORT_PAGE
 
 
 def plain(value: object) -> Text:
-    return Text("" if value is None else str(value))
+    return safe_text("" if value is None else value)
 
 
 class Progress(Stages):

@@ -5,7 +5,8 @@ and in `carrental validate`. It checks a file against its dataset contract
 (`carrental.contracts`) in one streaming pass with bounded memory:
 
 - file-level rejections: unknown dataset; not UTF-8 text (a UTF-8 BOM and CRLF line endings are
-  fine); compressed or binary content; a header that is missing, lacks, adds or repeats a column
+  fine); compressed or binary content; a NUL byte anywhere (its row and column named); a
+  header that is missing, lacks, adds or repeats a column
   (order is free: columns are mapped by name); no data rows; unparseable CSV (unbalanced quotes,
   rows with the wrong number of fields, a row larger than the reader's block);
 - row rules: the contract's single-dataset rules, counted per rule with examples. If more than

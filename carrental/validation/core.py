@@ -3,8 +3,10 @@
 Reading: the first bytes are sniffed (compressed or binary content, UTF-16); the header line is
 parsed with the csv module (a UTF-8 BOM and CRLF are fine; columns are mapped by name, in any
 order); then pyarrow's streaming CSV reader parses the rest in 256 KiB blocks, every column as
-text. The bytes are checked to be UTF-8 as they stream past (one incremental decode); if one is
-not, the batches from there on are checked column by column to name its row and column. A row
+text. The bytes are checked to be UTF-8 and free of NUL as they stream past (one incremental
+decode, one memchr); if one is not, the batches from there on are checked column by column to
+name its row and column (a NUL in the first line, or binary content at the start, makes the
+file "binary" instead). A row
 longer than a block (a pathological 50 MB field, an unclosed quote running on) stops the read
 with a clear problem instead of growing memory; a value containing a line break (an unclosed
 quote that swallowed rows) is rejected. Memory is bounded: pyarrow's readahead of blocks, one
@@ -19,10 +21,12 @@ accepted (Spark routes those rows to rental_rejects); over it, the file is rejec
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import hashlib
 import io
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
 
@@ -58,6 +62,8 @@ _MAGIC = (
     (b"\xfe\xff", "UTF-16 text (big-endian BOM), not UTF-8"),
 )
 _UTF8_BOM = b"\xef\xbb\xbf"
+# C0 control bytes that text never holds (tab, line feed and carriage return aside)
+_BINARY_CONTROLS = bytes([*range(0, 9), 11, 12, *range(14, 32)])
 
 
 def infer_dataset(path: str, explicit: str | None = None) -> str:
@@ -204,8 +210,9 @@ def _check_file(
 
 class _CountingStream:
     """A read-only stream over `raw` that can peek at its start, counts the bytes read and
-    checks that they are UTF-8 as they pass (one incremental decode: cheaper than checking
-    every column of every batch). `read(n)` fills up to n bytes (S3 bodies return short reads).
+    checks that they are UTF-8 and free of NUL bytes as they pass (one incremental decode and
+    one memchr per read: cheaper than checking every column of every batch). `read(n)` fills
+    up to n bytes (S3 bodies return short reads).
     """
 
     def __init__(self, raw: BinaryIO) -> None:
@@ -215,10 +222,13 @@ class _CountingStream:
         self._digest = hashlib.sha256()
         self.bytes_read = 0
         self.first_non_utf8_byte: int | None = None  # offset in the file
+        self.first_nul_byte: int | None = None  # offset in the file
         self.closed = False
 
     def _pull(self, n: int) -> bytes:
         data = self._raw.read(n)
+        if self.first_nul_byte is None and (nul := data.find(b"\x00")) >= 0:
+            self.first_nul_byte = self.bytes_read + nul
         if self.first_non_utf8_byte is None:
             try:
                 self._utf8.decode(data, final=not data or n < 0)
@@ -273,10 +283,19 @@ def _sniff(start: bytes) -> Problem | None:
                 f"the file is {what}: upload plain UTF-8 CSV text",
             )
     nul = start.find(b"\x00")
-    if nul >= 0:
+    header_end = start.find(b"\n")
+    controls = sum(start.count(bytes([c])) for c in _BINARY_CONTROLS)
+    # A stray NUL in a text file is reported with its row and column (_RowChecker); a file
+    # that starts with binary content is reported as such.
+    if nul >= 0 and (header_end < 0 or nul < header_end or controls > len(start) / 100):
+        if start[1:64:2].count(0) > 24 or start[0:64:2].count(0) > 24:
+            return Problem(
+                "not_utf8",
+                "the file looks like UTF-16 text without a byte order mark (every other byte "
+                "is NUL): save it as UTF-8",
+            )
         return Problem(
-            "not_csv_text",
-            f"the file is binary, not CSV text (a NUL byte at offset {nul:,})",
+            "not_csv_text", f"the file is binary, not CSV text (a NUL byte at offset {nul:,})"
         )
     return None
 
@@ -388,34 +407,56 @@ class _RowChecker:
         if not self._stream.peek(1):
             return  # a header and nothing else (pyarrow refuses an empty input)
         try:
-            # Opening already reads and parses the first block.
-            reader = pacsv.open_csv(
-                self._stream,
-                read_options=pacsv.ReadOptions(
-                    column_names=list(header), block_size=BLOCK_SIZE, use_threads=False
-                ),
-                parse_options=pacsv.ParseOptions(
-                    newlines_in_values=True, invalid_row_handler=self._on_bad_row
-                ),
-                convert_options=pacsv.ConvertOptions(
-                    # The stream checks UTF-8 as it passes; see _check_batch.
-                    column_types={name: pa.string() for name in header},
-                    check_utf8=False,
-                    strings_can_be_null=False,
-                    quoted_strings_can_be_null=False,
-                ),
-            )
+            with self._bad_rows_not_utf8_are_not_printed():
+                self._read(header)
         except pa.ArrowInvalid as exc:
             self._stopped = self._unreadable(exc)
-            return
+        except UnicodeDecodeError:  # see _bad_rows_not_utf8_are_not_printed
+            self._stopped = self._bad_row_not_utf8()
+
+    def _read(self, header: tuple[str, ...]) -> None:
+        # Opening already reads and parses the first block.
+        reader = pacsv.open_csv(
+            self._stream,
+            read_options=pacsv.ReadOptions(
+                column_names=list(header), block_size=BLOCK_SIZE, use_threads=False
+            ),
+            parse_options=pacsv.ParseOptions(
+                newlines_in_values=True, invalid_row_handler=self._on_bad_row
+            ),
+            convert_options=pacsv.ConvertOptions(
+                # The stream checks UTF-8 as it passes; see _check_batch.
+                column_types={name: pa.string() for name in header},
+                check_utf8=False,
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
         try:
             for batch in _regrouped(self._parsed(reader), CHECK_ROWS_BYTES):
                 if not self._check_batch(batch):
                     return
-        except pa.ArrowInvalid as exc:
-            self._stopped = self._unreadable(exc)
         finally:
             reader.close()
+
+    @contextlib.contextmanager
+    def _bad_rows_not_utf8_are_not_printed(self) -> Iterator[None]:
+        """pyarrow decodes a row with a wrong field count as UTF-8 before it calls _on_bad_row.
+        For a row that is not UTF-8 the decoding fails inside pyarrow's callback: Python prints
+        that as an "Exception ignored" traceback, then the read fails (UnicodeDecodeError or
+        ArrowInvalid, handled by the caller). The traceback is not for the user's terminal."""
+        previous = sys.unraisablehook
+
+        def hook(unraisable) -> None:
+            ours = getattr(unraisable.object, "__self__", None) is self
+            if not (ours and isinstance(unraisable.exc_value, UnicodeDecodeError)):
+                previous(unraisable)
+
+        sys.unraisablehook = hook
+        try:
+            yield
+        finally:
+            sys.unraisablehook = previous
 
     def _parsed(self, reader: pacsv.CSVStreamingReader):
         for batch in reader:
@@ -426,8 +467,18 @@ class _RowChecker:
         problems = [self._field_count_problem()] if self._bad_rows else []
         if self._stopped:
             problems.append(self._stopped)
-        elif self._stream.first_non_utf8_byte is not None:
-            # The bad byte is in no row that was read (e.g. in a row with a wrong field count).
+        found = {p.rule for p in problems}
+        # A NUL or non-UTF-8 byte the stream saw in no row that was checked: in a row with a
+        # wrong field count, or past where reading stopped.
+        if self._stream.first_nul_byte is not None and "not_csv_text" not in found:
+            problems.append(
+                Problem(
+                    "not_csv_text",
+                    f"byte {self._stream.first_nul_byte:,} of the file is a NUL byte: "
+                    "the file is binary or corrupt, not CSV text",
+                )
+            )
+        if self._stream.first_non_utf8_byte is not None and "not_utf8" not in found:
             problems.append(
                 Problem(
                     "not_utf8",
@@ -501,6 +552,18 @@ class _RowChecker:
             "unparseable_csv", f"unparseable CSV from row {first_unread:,} on: {message}"
         )
 
+    def _bad_row_not_utf8(self) -> Problem:
+        self._read_to_the_end = False
+        first_unread = self._rows_parsed + len(self._bad_rows) + 1
+        where = self._stream.first_non_utf8_byte
+        at = f"byte {where:,} of the file" if where is not None else "a row"
+        return Problem(
+            "not_utf8",
+            f"{at} is not UTF-8 text, in a row from row {first_unread:,} on that does not have "
+            f"the header's {len(self.contract.columns)} fields: the file must be UTF-8 encoded "
+            "(reading stopped)",
+        )
+
     def _row_numbers(self, n: int) -> np.ndarray:
         """File row numbers of the next n rows: rows skipped for a wrong field count keep theirs."""
         start = self._next_row
@@ -518,9 +581,15 @@ class _RowChecker:
         self.rows += batch.num_rows
         text: dict[str, pa.StringArray] = dict(zip(batch.schema.names, batch.columns, strict=True))
         for name, values in text.items():
-            if _has_line_break(values):
+            if _contains(values, b"\n", b"\r"):
                 self._stopped = _line_break(values, name, rows)
                 return False
+        if self._stream.first_nul_byte is not None:
+            # A NUL byte from here on: find its row and column.
+            for name, values in text.items():
+                if _contains(values, b"\x00"):
+                    self._stopped = _nul_byte(values, name, rows)
+                    return False
         if self._stream.first_non_utf8_byte is not None:
             # Some byte from here on is not UTF-8: find its row and column.
             for name, values in text.items():
@@ -604,15 +673,15 @@ def _regrouped(batches, min_bytes: int):
         yield pa.concat_batches(pending)
 
 
-def _has_line_break(values: pa.StringArray) -> bool:
-    """Whether any value contains CR or LF: one memchr-speed search of the column's bytes."""
+def _contains(values: pa.StringArray, *needles: bytes) -> bool:
+    """Whether any value contains one of `needles`: memchr-speed searches of the column's bytes."""
     offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)
     start, end = offsets[values.offset], offsets[values.offset + len(values)]
     data = values.buffers()[2]
     if data is None or end == start:
         return False
     text = data.slice(start, end - start).to_pybytes()
-    return b"\n" in text or b"\r" in text
+    return any(needle in text for needle in needles)
 
 
 def _line_break(values: pa.StringArray, column: str, rows: np.ndarray) -> Problem:
@@ -623,6 +692,21 @@ def _line_break(values: pa.StringArray, column: str, rows: np.ndarray) -> Proble
         f"row {int(rows[where[0]]):,}, column {column}: a value contains a line break. Values "
         "are single-line: this is almost always an unclosed quote that swallowed the rows "
         "after it (reading stopped)",
+        column=column,
+        examples=tuple(
+            (int(rows[i]), shorten(values[int(i)].as_py())) for i in where[:MAX_EXAMPLES]
+        ),
+    )
+
+
+def _nul_byte(values: pa.StringArray, column: str, rows: np.ndarray) -> Problem:
+    where = np.flatnonzero(pc.match_substring(values, "\x00").to_numpy(zero_copy_only=False))
+    first = values[int(where[0])].as_py()
+    return Problem(
+        "not_csv_text",
+        f"row {int(rows[where[0]]):,}, column {column}: a NUL byte (at position "
+        f"{first.index(chr(0))} of the value): the file is binary or corrupt, not CSV text "
+        "(reading stopped)",
         column=column,
         examples=tuple(
             (int(rows[i]), shorten(values[int(i)].as_py())) for i in where[:MAX_EXAMPLES]

@@ -115,8 +115,8 @@ def test_query_errors_exit_non_zero_with_the_engine_message(tmp_path: Path, caps
     publish(tmp_path, "r1")
     assert main(["query", "--lake", str(tmp_path), "SELECT nope FROM user_metrics"]) == 1
     err = capsys.readouterr().err
-    assert "SQL error (DuckDB)" in err and "nope" in err
+    assert "SQL error (DuckDB binder)" in err and "nope" in err
     assert main(["query", "--lake", str(tmp_path), "SELECT FROM WHERE ("]) == 1
-    assert "SQL error" in capsys.readouterr().err
+    assert "SQL syntax error" in capsys.readouterr().err
     assert main(["query", "--lake", str(tmp_path / "empty"), "SELECT 1"]) == 1
     assert "no tables" in capsys.readouterr().err
