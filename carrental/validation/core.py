@@ -21,6 +21,7 @@ accepted (Spark routes those rows to rental_rejects); over it, the file is rejec
 from __future__ import annotations
 
 import codecs
+import collections
 import contextlib
 import csv
 import hashlib
@@ -220,6 +221,10 @@ class _CountingStream:
         self._pending = b""
         self._utf8 = codecs.getincrementaldecoder("utf-8")()
         self._digest = hashlib.sha256()
+        # Bytes read but not hashed yet: pyarrow's readahead thread reads, the caller's thread
+        # hashes (hashlib lets go of the GIL, which must not happen in a thread that may still
+        # run while the interpreter shuts down after an early stop).
+        self._unhashed: collections.deque[bytes] = collections.deque()
         self.bytes_read = 0
         self.first_non_utf8_byte: int | None = None  # offset in the file
         self.first_nul_byte: int | None = None  # offset in the file
@@ -235,11 +240,17 @@ class _CountingStream:
             except UnicodeDecodeError as exc:
                 self.first_non_utf8_byte = self.bytes_read + exc.start
         self.bytes_read += len(data)
-        self._digest.update(data)
+        self._unhashed.append(data)
         return data
+
+    def hash_pending(self) -> None:
+        """Hash what was read so far (in the caller's thread)."""
+        while self._unhashed:
+            self._digest.update(self._unhashed.popleft())
 
     @property
     def sha256(self) -> str:
+        self.hash_pending()
         return self._digest.hexdigest()
 
     def peek(self, n: int) -> bytes:
@@ -577,6 +588,7 @@ class _RowChecker:
         return numbers
 
     def _check_batch(self, batch: pa.RecordBatch) -> bool:
+        self._stream.hash_pending()  # bounds what waits to be hashed to the readahead
         rows = self._row_numbers(batch.num_rows)
         self.rows += batch.num_rows
         text: dict[str, pa.StringArray] = dict(zip(batch.schema.names, batch.columns, strict=True))

@@ -94,7 +94,7 @@ def test_the_lockdown_is_duckdbs_own_and_cannot_be_undone(lake_and_outside):
     lake_root, outside = lake_and_outside
     con = catalog.open_catalog(lake_root)
     try:
-        result = run(con, [lake_root / "processed"], "SELECT count(*) FROM daily_metrics")
+        result = run(con, catalog.readable_folders(lake_root), "SELECT count(*) FROM daily_metrics")
         assert result.fetchall() == [(2,)]
         for sql in (
             f"SELECT * FROM read_text('{outside}/secret.csv')",
@@ -139,7 +139,8 @@ def test_describe_and_information_schema_are_allowed(lake_and_outside, capsys):
     ]
     sql = "SELECT table_name FROM information_schema.tables ORDER BY 1"
     assert main(["query", "--lake", str(lake_root), "--format", "csv", sql]) == 0
-    assert capsys.readouterr().out.split() == ["table_name", *sorted(catalog.lake.TABLES)]
+    tables = [*catalog.lake.TABLES, *(f"runs_{t}" for t in catalog.lake.TABLES), "published_runs"]
+    assert capsys.readouterr().out.split() == ["table_name", *sorted(tables)]
 
 
 def test_a_query_error_is_a_query_error_not_a_crash():
