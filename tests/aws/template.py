@@ -70,9 +70,12 @@ def resolve(value: Any, names: Mapping[str, Any]) -> Any:
     if set(value) == {"Fn::GetAtt"}:
         return _lookup(names, ".".join(value["Fn::GetAtt"]))
     if set(value) == {"Fn::Sub"}:
-        if not isinstance(value["Fn::Sub"], str):
-            raise NotImplementedError(f"Fn::Sub with a variable map: {value}")
-        return _SUB_VARIABLE.sub(lambda m: str(_lookup(names, m[1])), value["Fn::Sub"])
+        text, variables = value["Fn::Sub"], {}
+        if not isinstance(text, str):
+            text, variables = text
+            variables = {key: resolve(item, names) for key, item in variables.items()}
+        scope = {**names, **variables}
+        return _SUB_VARIABLE.sub(lambda m: str(_lookup(scope, m[1])), text)
     if any(key.startswith("Fn::") for key in value):
         raise NotImplementedError(f"the test resolver does not evaluate {value}")
     resolved = {key: resolve(item, names) for key, item in value.items()}
