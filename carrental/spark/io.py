@@ -51,8 +51,12 @@ def read_dataset(spark: SparkSession, path: str, ds: Dataset) -> DataFrame:
     Every column is a string (``spark_schema(ds, raw=True)``; ids stay ids, bad values stay
     verbatim for rental_rejects); an empty field reads as null. Columns are matched by header
     name, so a file may order them differently; every file of a folder must use the same order.
-    Adds SOURCE_FILE / BLOCK_START / BLOCK_ROW (file order) and MALFORMED.
+    Adds SOURCE_FILE / BLOCK_START / BLOCK_ROW (file order) and MALFORMED. `path` means exactly
+    that file or folder: glob characters in it are escaped (lake.hadoop_literal).
     """
+    unreadable = lake.hadoop_unreadable(path)
+    if unreadable:
+        raise InputError(f"{ds.name}: {unreadable}")
     header = _header(spark, path, ds)
     raw = spark_schema(ds, raw=True)
     schema = st.StructType(
@@ -65,7 +69,7 @@ def read_dataset(spark: SparkSession, path: str, ds: Dataset) -> DataFrame:
         # check the header of every file against the schema instead of trusting column positions
         .option("enforceSchema", "false")
         .schema(schema)
-        .csv(path)
+        .csv(lake.hadoop_literal(path))
     )
     return frame.select(
         *ds.header,
@@ -99,7 +103,7 @@ def _header(spark: SparkSession, path: str, ds: Dataset) -> list[str]:
     found = _local_header(path)
     if found is None:
         # Without a schema and with inferSchema off, Spark reads just the first line for the names.
-        found = spark.read.options(**CSV_OPTIONS).csv(path).columns
+        found = spark.read.options(**CSV_OPTIONS).csv(lake.hadoop_literal(path)).columns
     missing = [c for c in ds.header if c not in found]
     unexpected = [c for c in found if c not in ds.header]
     if missing or unexpected:
@@ -170,12 +174,16 @@ def write_table(frame: DataFrame, output: str, table: str, run_id: str) -> int:
 
     Overwrites that folder only: re-running a run id replaces its rows, other runs are never
     touched. Returns the number of rows written (counted while writing, not by another job).
+    The rows are rebalanced first: adaptive execution (session.SHUFFLE_SETTINGS) then writes
+    files of about the advisory size, one file for a small table, whatever the partitioning of
+    the plan that produced it.
     """
     if table not in lake.TABLES:
         raise ValueError(f"unknown table {table!r} (known: {', '.join(lake.TABLES)})")
     path = lake.table_run_path(output, table, run_id)
     written = Observation()
-    frame.observe(written, F.count(F.lit(1)).alias("rows")).write.mode("overwrite").parquet(path)
+    counted = frame.hint("rebalance").observe(written, F.count(F.lit(1)).alias("rows"))
+    counted.write.mode("overwrite").parquet(path)
     rows = written.get["rows"]
     log.info("wrote %s: %d rows", path, rows)
     return rows
