@@ -39,6 +39,7 @@ lint: $(VENV)/.dev-installed $(LINT_VENV)/.installed
 
 # Build and deploy the stack of samconfig.toml's $(ENV) environment, then ship the Spark job code.
 deploy: $(VENV)/.dev-installed $(SAM_DEPENDENCY)
+	$(BIN)/carrental deploy-jobs --config-env $(ENV) --check-only
 	$(BIN)/carrental sync-template-sql
 	$(SAM) build --config-env $(ENV)
 	$(SAM) deploy --config-env $(ENV)

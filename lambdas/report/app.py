@@ -7,6 +7,12 @@ other report queries of `carrental.report.REPORTS` (the sql/ files packaged besi
 found through CARRENTAL_SQL_DIR), shapes every result with the formatting `carrental run` uses and
 writes the same CSV files. Returns `{"bucket": ..., "keys": [...]}`, in REPORTS order.
 
+A report is all of its files or none of this invocation's: every result is read before the
+first file is written, so a failed or cancelled query (ReportQueryFailed, naming the report and
+Athena's reason) writes nothing and stops the report queries still running; a write that fails
+midway deletes the files this invocation already wrote. The error reaches the workflow's Catch,
+which alerts and fails the run.
+
 Needs carrental (layer), awswrangler/pandas (AWS SDK for pandas layer), Powertools (layer).
 """
 
@@ -16,6 +22,7 @@ import os
 
 import awswrangler as wr
 import boto3
+import pandas as pd
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -32,6 +39,10 @@ tracer = Tracer()
 def athena_parameters(sql: str, run_id: str) -> list[str]:
     """Athena reads each execution parameter as a SQL literal, so a string goes quoted."""
     return ["'" + value.replace("'", "''") + "'" for value in query_params(sql, run_id)]
+
+
+class ReportQueryFailed(RuntimeError):
+    """A report query ended FAILED or CANCELLED; no file of the report was written."""
 
 
 def write_report(
@@ -59,19 +70,45 @@ def write_report(
             paramstyle="qmark",
             boto3_session=boto3_session,
         )
+    frames = read_results(execution_ids, boto3_session)
     root = f"s3://{bucket}"
-    keys = []
-    for report_name in REPORTS:
-        frame = wr.athena.get_query_results(execution_ids[report_name], boto3_session=boto3_session)
-        path = f"{report_prefix(root, run_id)}/{report_name}"
-        wr.s3.to_csv(
-            shape_report(report_name, frame), path, index=False, boto3_session=boto3_session
-        )
-        keys.append(path.removeprefix(f"{root}/"))
-        logger.info(
-            "report written", extra={"report": report_name, "rows": len(frame), "path": path}
-        )
-    return keys
+    paths = [f"{report_prefix(root, run_id)}/{report_name}" for report_name in REPORTS]
+    written: list[str] = []
+    try:
+        for report_name, path in zip(REPORTS, paths, strict=True):
+            frame = frames[report_name]
+            wr.s3.to_csv(
+                shape_report(report_name, frame), path, index=False, boto3_session=boto3_session
+            )
+            written.append(path)
+            logger.info(
+                "report written", extra={"report": report_name, "rows": len(frame), "path": path}
+            )
+    except BaseException:
+        if written:  # a report missing files must not look like a smaller complete one
+            wr.s3.delete_objects(written, boto3_session=boto3_session)
+        raise
+    return [path.removeprefix(f"{root}/") for path in paths]
+
+
+def read_results(
+    execution_ids: dict[str, str], boto3_session: boto3.Session | None
+) -> dict[str, pd.DataFrame]:
+    """Every report's result, or ReportQueryFailed after stopping the queries not read yet."""
+    frames = {}
+    for report_name, execution_id in execution_ids.items():
+        try:
+            frames[report_name] = wr.athena.get_query_results(
+                execution_id, boto3_session=boto3_session
+            )
+        except (wr.exceptions.QueryFailed, wr.exceptions.QueryCancelled) as exc:
+            for pending in list(execution_ids.values())[len(frames) + 1 :]:
+                wr.athena.stop_query_execution(pending, boto3_session=boto3_session)
+            raise ReportQueryFailed(
+                f"report query for {report_name} (execution {execution_id}) did not succeed: "
+                f"{exc}; no report file was written"
+            ) from exc
+    return frames
 
 
 def parse_event(event: dict) -> dict[str, str]:

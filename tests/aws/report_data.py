@@ -148,3 +148,20 @@ def queue_athena_results(result_sets: list[ResultSet]) -> None:
         timeout=10,
     )
     response.raise_for_status()
+
+
+def athena_ends_query(monkeypatch, sql_file: str, status: str) -> None:
+    """Athena ends the query of `sql_file` with `status` (FAILED or CANCELLED), as a query over
+    the bytes-scanned cutoff or on a missing table would; moto itself never fails one."""
+    from moto.athena.models import AthenaBackend
+
+    sql = load_sql(sql_file)
+    start = AthenaBackend.start_query_execution
+
+    def ending(backend, query, *args, **kwargs):
+        execution_id = start(backend, query, *args, **kwargs)
+        if query == sql:
+            backend.executions[execution_id].status = status
+        return execution_id
+
+    monkeypatch.setattr(AthenaBackend, "start_query_execution", ending)

@@ -19,6 +19,15 @@ States.Runtime, which no Catch can catch. So, for the tests only:
    Glue's way.
 4. `emr_application_for_moto`: moto's EMR Serverless accepts only `emr-X.Y.0` release labels,
    not the `emr-spark-8.0.0` of the template (test_template.py checks that label).
+5. `athena_applies_the_workgroup_output_location`: Athena writes a query's results to its
+   workgroup's output location when the query names none (and always, when the workgroup
+   enforces its settings); moto keeps results only for queries that name one themselves, so the
+   summary query the workflow starts (WorkGroup only) would have no results to read.
+6. `CRAWLER_POLL_SECONDS`: the template polls a crawler every 10 s at least (Glue may not show
+   RUNNING right after StartCrawler); moto's crawler changes state on a timer the test sets, so
+   the tests poll every second to keep the crawler loop quick.
+7. Retry intervals become 1 s (and backoff 1.0): the definition's real intervals (up to a
+   minute) are checked in test_state_machine_definition.py; here each Retry is exercised.
 
 What only a real deploy proves: the `.sync` integrations themselves, IAM, EMR running the jobs,
 Glue inferring the schemas, Athena running the SQL (README, "Deploy to AWS").
@@ -35,6 +44,7 @@ from typing import Any
 
 import boto3
 import pytest
+from moto.athena.models import AthenaBackend
 from moto.glue.models import FakeCrawler
 
 from tests.aws.template import iter_states
@@ -47,6 +57,7 @@ CALLBACK = "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
 
 _GLUE_LAST_CRAWL_STATUS = {"COMPLETED": "SUCCEEDED", "STOPPED": "CANCELLED", "FAILED": "FAILED"}
 _MOTO_RELEASE_LABEL = "emr-7.0.0"
+CRAWLER_POLL_SECONDS = 1
 
 
 def rewrite_for_moto(definition: Mapping[str, Any], queue_url: str) -> dict[str, Any]:
@@ -63,6 +74,8 @@ def rewrite_for_moto(definition: Mapping[str, Any], queue_url: str) -> dict[str,
                 },
             }
             state["Resource"] = CALLBACK
+        for retrier in state.get("Retry", []):
+            retrier.update(IntervalSeconds=1, BackoffRate=1.0)
     return rewritten
 
 
@@ -86,6 +99,23 @@ def correct_moto_crawl_status(monkeypatch: pytest.MonkeyPatch) -> None:
         return data
 
     monkeypatch.setattr(FakeCrawler, "as_dict", as_glue_reports_it)
+
+
+def athena_applies_the_workgroup_output_location(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ "If a query runs in a workgroup and the workgroup overrides client-side settings, the
+    workgroup's query results location is used"; without a client-side location it is used too:
+    https://docs.aws.amazon.com/athena/latest/ug/workgroups-settings-override.html"""
+    start = AthenaBackend.start_query_execution
+
+    def as_athena_does(backend, query, context, config, workgroup, execution_parameters):
+        settings = getattr(backend.work_groups.get(workgroup), "configuration", {})
+        location = settings.get("ResultConfiguration", {}).get("OutputLocation")
+        config = dict(config or {})
+        if location and (settings.get("EnforceWorkGroupConfiguration") or not config):
+            config["OutputLocation"] = location
+        return start(backend, query, context, config, workgroup, execution_parameters)
+
+    monkeypatch.setattr(AthenaBackend, "start_query_execution", as_athena_does)
 
 
 def emr_application_for_moto(properties: Mapping[str, Any]) -> dict[str, Any]:

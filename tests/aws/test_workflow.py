@@ -25,7 +25,9 @@ from carrental.spark.entrypoint import build_parser
 from tests.aws.conftest import REGION
 from tests.aws.report_data import RUN_ID, placeholder_count, queue_athena_results, report_results
 from tests.aws.sync_stand_in import (
+    CRAWLER_POLL_SECONDS,
     StandIn,
+    athena_applies_the_workgroup_output_location,
     correct_moto_crawl_status,
     emr_application_for_moto,
     rewrite_for_moto,
@@ -111,7 +113,7 @@ def _create_stack(template: dict[str, Any], report_handler: Callable[[dict], dic
     resources = template["Resources"]
     names: dict[str, Any] = {
         **parameter_defaults(template),
-        "CrawlerPollSeconds": 1,  # the template parameter that paces the crawler loop
+        "CrawlerPollSeconds": CRAWLER_POLL_SECONDS,
         "AWS::StackName": STACK,
         "AWS::Region": REGION,
         "AWS::AccountId": ACCOUNT,
@@ -184,6 +186,7 @@ def _create_stack(template: dict[str, Any], report_handler: Callable[[dict], dic
 @pytest.fixture
 def pipeline(monkeypatch, report_app, lambda_context) -> Iterator[Pipeline]:
     correct_moto_crawl_status(monkeypatch)
+    athena_applies_the_workgroup_output_location(monkeypatch)
     template = load_template()
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         # A crawl lasts two seconds and the workflow polls every second: the loop turns.
