@@ -24,12 +24,14 @@ CORRECTNESS_SETTINGS = {
 # rows of rental_rejects; adaptive query execution merges small shuffle partitions up to the
 # advisory size (parallelismFirst=false: respect that size instead of keeping one partition per
 # core), and write_table rebalances each table before writing, so a small table is one file and
-# a large one is split into files of about the advisory size.
+# a large one is split into files of about the advisory size. The jobs cache their checked
+# inputs: without canChangeCachedPlanOutputPartitioning a cached plan keeps all 200 partitions.
 # https://spark.apache.org/docs/4.0.2/sql-performance-tuning.html#coalescing-post-shuffle-partitions
 SHUFFLE_SETTINGS = {
     "spark.sql.adaptive.coalescePartitions.enabled": "true",
     "spark.sql.adaptive.coalescePartitions.parallelismFirst": "false",
     "spark.sql.adaptive.advisoryPartitionSizeInBytes": "64m",
+    "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning": "true",
 }
 
 # Every session: no progress bars on the terminal (they garble logs and the README's commands).
