@@ -70,10 +70,12 @@ def emulation_env(name: str, requirements: tuple[str, ...]) -> Path:
 
 
 def installed_distributions(env: Path) -> dict[str, str]:
-    """name -> version of everything installed in the venv, as its own interpreter sees it."""
+    """Normalised name (PEP 503) -> version of everything installed in the venv, as its own
+    interpreter sees it."""
     probe = (
-        "import json, importlib.metadata as m; "
-        "print(json.dumps({d.metadata['Name'].lower(): d.version for d in m.distributions()}))"
+        "import json, re, importlib.metadata as m; print(json.dumps("
+        "{re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(): d.version"
+        " for d in m.distributions()}))"
     )
     output = subprocess.run(
         [str(env / "bin" / "python"), "-I", "-c", probe],

@@ -140,10 +140,13 @@ def placeholder_count(sql: str) -> int:
     return len(list(sqlglot.parse_one(sql, read="athena").find_all(sqlglot.exp.Placeholder)))
 
 
-def queue_athena_results(result_sets: list[ResultSet]) -> None:
-    """Queue results for the next queries moto's Athena starts, in this order."""
+def queue_athena_results(
+    result_sets: list[ResultSet], endpoint: str = "http://motoapi.amazonaws.com"
+) -> None:
+    """Queue results for the next queries moto's Athena starts, in this order; `endpoint` is a
+    moto server's, or (default) the address mock_aws intercepts."""
     response = requests.post(
-        "http://motoapi.amazonaws.com/moto-api/static/athena/query-results",
+        f"{endpoint}/moto-api/static/athena/query-results",
         json={"results": [result.as_moto_result() for result in result_sets]},
         timeout=10,
     )
