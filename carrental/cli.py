@@ -67,10 +67,6 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _deploy_jobs(args: argparse.Namespace) -> int:
-    import boto3
-    from boto3.exceptions import Boto3Error
-    from botocore.exceptions import BotoCoreError, ClientError
-
     from carrental.deploy import (
         DeployError,
         StackTarget,
@@ -81,7 +77,7 @@ def _deploy_jobs(args: argparse.Namespace) -> int:
         upload_jobs,
     )
 
-    if args.out is not None:
+    if args.out is not None:  # offline: no AWS library is even imported
         try:
             staged = stage_jobs(args.out)
         except (DeployError, OSError) as exc:
@@ -89,6 +85,11 @@ def _deploy_jobs(args: argparse.Namespace) -> int:
             return 1
         print("\n".join(f"wrote {path}" for path, _ in staged))
         return 0
+
+    import boto3
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
         if args.check_only:
             target = samconfig_target(args.config_env)
