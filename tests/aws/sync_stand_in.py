@@ -1,4 +1,4 @@
-"""The one place where the workflow tests depart from the deployed definition (moto's gaps).
+"""The one place where the AWS tests depart from the deployed definition and from AWS (moto's gaps).
 
 moto executes state machines but does not implement the `.sync` integrations of EMR Serverless
 (`startJobRun.sync`) and Athena (`startQueryExecution.sync`): such an execution ends in
@@ -12,7 +12,9 @@ States.Runtime, which no Catch can catch. So, for the tests only:
    EMR Serverless `start_job_run` (parameter names and shapes are checked by botocore) and
    `get_job_run`, moto's Athena `start_query_execution` and `get_query_execution`, and the
    real Report handler in-process, then reports success or failure with SendTaskSuccess or
-   SendTaskFailure. A test lists the states that must fail (moto never fails a job or query).
+   SendTaskFailure. A test scripts which attempts of which states fail, with which error (moto
+   never fails a job or query); an error the Report handler raises fails its task the way
+   Lambda reports an unhandled error.
 3. `correct_moto_crawl_status`: moto's GetCrawler shows the current crawl as LastCrawl, with
    crawl states (RUNNING, COMPLETED, STOPPED); Glue shows the latest finished crawl with
    SUCCEEDED, CANCELLED or FAILED, which the definition checks. The patch makes moto say it
