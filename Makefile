@@ -14,7 +14,7 @@ SAM_DEPENDENCY := $(if $(filter $(SAM_VENV)/bin/sam,$(SAM)),$(SAM_VENV)/.install
 LINT_TOOLS := "cfn-lint>=1.20,<2" "checkov>=3.2,<4" "statelint>=3.1,<4"
 SAM_CLI    := "aws-sam-cli>=1.120,<2"
 
-.PHONY: run test bench lint check-java check-python sample clean
+.PHONY: run test emulation bench lint check-java check-python sample clean
 .PHONY: deploy package-jobs sync-template-sql sam-validate
 .PHONY: build-CarrentalLayer build-ValidateUploadFunction build-ReportFunction
 
@@ -23,6 +23,12 @@ run: check-java $(VENV)/.runtime-installed
 
 test: check-java $(VENV)/.dev-installed
 	$(BIN)/pytest
+
+# Only the emulation tests (`make test` runs them too): the shipped Spark jobs under spark-submit
+# on EMR's pyspark, the built Lambda functions on the managed layers' packages. Their venvs are
+# created once per machine under ~/.cache/carrental-emulation/ (CARRENTAL_EMULATION_CACHE).
+emulation: check-java $(VENV)/.dev-installed
+	$(BIN)/pytest -m emulation
 
 # Speed, memory and cost at --scale 1 and 50 into benchmarks/results.md (not part of `make test`).
 # BENCH_ARGS=--with-500 adds --scale 500 (10 M rentals: long on a laptop).
@@ -39,6 +45,7 @@ lint: $(VENV)/.dev-installed $(LINT_VENV)/.installed
 
 # Build and deploy the stack of samconfig.toml's $(ENV) environment, then ship the Spark job code.
 deploy: $(VENV)/.dev-installed $(SAM_DEPENDENCY)
+	$(BIN)/carrental deploy-jobs --config-env $(ENV) --check-only
 	$(BIN)/carrental sync-template-sql
 	$(SAM) build --config-env $(ENV)
 	$(SAM) deploy --config-env $(ENV)

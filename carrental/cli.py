@@ -181,19 +181,36 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _deploy_jobs(args: argparse.Namespace) -> int:
-    import boto3
-    from boto3.exceptions import Boto3Error
-    from botocore.exceptions import BotoCoreError, ClientError
-
     from carrental.deploy import (
         DeployError,
         StackTarget,
         artifacts_bucket,
+        check_stack_name,
         samconfig_target,
+        stage_jobs,
         upload_jobs,
     )
 
+    if args.out is not None:  # offline: no AWS library is even imported
+        try:
+            staged = stage_jobs(args.out)
+        except (DeployError, OSError) as exc:
+            print(f"carrental deploy-jobs: {exc}", file=sys.stderr)
+            return 1
+        print("\n".join(f"wrote {path}" for path, _ in staged))
+        return 0
+
+    import boto3
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
+        if args.check_only:
+            target = samconfig_target(args.config_env)
+            if args.stack_name:
+                check_stack_name(args.stack_name)
+            print(f"stack name {args.stack_name or target.stack_name!r} fits every derived name")
+            return 0
         if args.stack_name or args.bucket:
             target = StackTarget(args.stack_name, args.region)
         else:
@@ -419,6 +436,17 @@ def build_parser() -> argparse.ArgumentParser:
     deploy_jobs.add_argument("--stack-name", help="stack to read (default: from samconfig.toml)")
     deploy_jobs.add_argument("--region", help="AWS region (default: from samconfig.toml)")
     deploy_jobs.add_argument("--bucket", help="artifacts bucket; skips the stack lookup")
+    deploy_jobs.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="write the files a deploy uploads to DIR/jobs/ instead; no AWS call",
+    )
+    deploy_jobs.add_argument(
+        "--check-only",
+        action="store_true",
+        help="only check that the stack name fits every resource name derived from it",
+    )
     deploy_jobs.set_defaults(handler=_deploy_jobs)
 
     sync_sql = commands.add_parser(

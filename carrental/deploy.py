@@ -2,8 +2,10 @@
 
 EMR Serverless runs `emr_jobs/<job>.py` with the carrental package as a `--py-files` archive;
 both live under `s3://<ArtifactsBucket>/jobs/`, the paths the state machine passes to
-`startJobRun` (stepfunctions/car_rental_pipeline.asl.json). `upload_jobs` builds the archive and
-uploads all three files; `carrental deploy-jobs` finds the bucket in the stack's outputs.
+`startJobRun` (stepfunctions/car_rental_pipeline.asl.json). `stage_jobs` writes the three files,
+`upload_jobs` uploads them; `carrental deploy-jobs` finds the bucket in the stack's outputs, and
+`carrental deploy-jobs --out DIR` writes them to DIR/jobs/ without any AWS call (what the EMR
+emulation test runs).
 
 CloudFormation cannot read files, so the SQL of sql/ is copied into template.yaml between
 `# BEGIN GENERATED ...` / `# END GENERATED ...` markers: one `AWS::Athena::NamedQuery` per report
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import tempfile
 import tomllib
 import zipfile
@@ -80,18 +83,48 @@ def job_script(job: str) -> Path:
     return script
 
 
+def stage_jobs(dest_dir: Path) -> list[tuple[Path, str]]:
+    """Write what a deploy ships under dest_dir, laid out as in the artifacts bucket
+    (dest_dir/jobs/<job>.py, dest_dir/jobs/carrental.zip); returns (file, S3 key) pairs, the
+    entry points first."""
+    jobs_dir = dest_dir / JOBS_PREFIX
+    jobs_dir.mkdir(parents=True, exist_ok=True)
+    staged = []
+    for job in job_names():
+        target = jobs_dir / f"{job}.py"
+        shutil.copyfile(job_script(job), target)
+        staged.append(target)
+    staged.append(build_jobs_archive(jobs_dir))
+    return [(path, path.relative_to(dest_dir).as_posix()) for path in staged]
+
+
 def upload_jobs(bucket: str, s3_client: Any) -> list[str]:
     """Upload the job entry points and the carrental archive to s3://bucket/jobs/."""
-    uploads = [(job_script(job), f"{JOBS_PREFIX}{job}.py") for job in job_names()]
     with tempfile.TemporaryDirectory() as tmp:
-        archive = build_jobs_archive(Path(tmp))
-        uploads.append((archive, f"{JOBS_PREFIX}{ARCHIVE_NAME}"))
+        uploads = stage_jobs(Path(tmp))
         for path, key in uploads:
             s3_client.upload_file(str(path), bucket, key)
     return [f"s3://{bucket}/{key}" for _, key in uploads]
 
 
 # ---------------------------------------------------------------------------- stack lookup
+
+
+# Resources are named after the stack; the tightest limit is the EMR Serverless application's
+# name, at most 64 characters (CreateApplication.name in the service model), "<stack>-spark":
+# https://docs.aws.amazon.com/emr-serverless/latest/APIReference/API_CreateApplication.html
+# A test derives every stack-named resource of template.yaml with a name this long.
+STACK_NAME_MAX = 64 - len("-spark")
+
+
+def check_stack_name(stack_name: str) -> str:
+    if not 1 <= len(stack_name) <= STACK_NAME_MAX:
+        raise DeployError(
+            f"stack name {stack_name!r} has {len(stack_name)} characters; at most "
+            f"{STACK_NAME_MAX} fit every resource name derived from it (the EMR Serverless "
+            "application <stack>-spark may have 64)"
+        )
+    return stack_name
 
 
 @dataclass(frozen=True)
@@ -113,7 +146,7 @@ def samconfig_target(config_env: str, samconfig: Path = SAMCONFIG_PATH) -> Stack
             f"{samconfig} has no [{config_env}.deploy.parameters] stack_name "
             f"(environments: {known})"
         )
-    return StackTarget(params["stack_name"], params.get("region"))
+    return StackTarget(check_stack_name(params["stack_name"]), params.get("region"))
 
 
 def stack_outputs(stack_name: str, cfn_client: Any) -> dict[str, str]:

@@ -77,6 +77,27 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+# Spark hands every input path to Hadoop as a glob pattern, where these characters stand for
+# other files ("rentals[1].csv" reads "rentals1.csv"). A backslash makes each one literal.
+_HADOOP_GLOB = re.compile(r"([\\\[\]*?{}])")
+
+
+def hadoop_literal(path: str) -> str:
+    """`path` as a Hadoop glob that matches exactly that file or folder."""
+    return _HADOOP_GLOB.sub(r"\\\1", path)
+
+
+def hadoop_unreadable(path: str) -> str | None:
+    """Why Spark cannot read `path` (an S3 key, local path or URI) at all, or None. A ':' in a
+    path segment is no valid Hadoop path ("Relative path in absolute URI"), escaped or not."""
+    if ":" in path.split("://", 1)[-1]:
+        return (
+            f"{path!r} has a ':' in its name, which Spark (Hadoop paths) cannot read; "
+            "rename the file without ':'"
+        )
+    return None
+
+
 def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts)])
 

@@ -485,6 +485,16 @@ def test_ignored_objects(app, lake, key, reason):
     assert lake.alerts() == [] and lake.executions() == []
 
 
+def test_a_name_the_spark_jobs_cannot_read_is_refused_with_an_alert(app, lake, clean_batch):
+    key = "raw/users/users-2024-06-01T10:00.csv"  # ':' cannot be part of a Hadoop path
+    etag = lake.put(key, (clean_batch / "users.csv").read_bytes())
+    outcome = invoke(app, event(EVENT_FILES["users"], etag, key=key))
+    assert outcome["status"] == "refused" and "':'" in outcome["reason"]
+    (alert,) = lake.alerts()
+    assert f"s3://{BUCKET}/{key}" in alert["Message"] and "another name" in alert["Message"]
+    assert lake.dynamodb.scan(TableName=TABLE)["Items"] == [] and lake.executions() == []
+
+
 def test_an_older_event_never_overrides_a_newer_upload(app, lake, clean_batch):
     data = (clean_batch / "users.csv").read_bytes()
     older_key, newer_key = "raw/users/monday.csv", "raw/users/tuesday.csv"

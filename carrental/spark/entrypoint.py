@@ -110,9 +110,7 @@ def parse_args(job: str, argv: list[str] | None) -> argparse.Namespace:
 
 def read_manifest(spark: SparkSession, uri: str) -> Manifest:
     """The manifest, read through Spark (EMRFS on EMR, the local file system here)."""
-    from carrental.spark.io import exact_path
-
-    text = spark.read.text(exact_path(uri), wholetext=True).first()[0]
+    text = spark.read.text(lake.hadoop_literal(uri), wholetext=True).first()[0]
     return Manifest.from_json(text)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import re
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
@@ -32,9 +31,6 @@ BLOCK_START = "_block_start"
 BLOCK_ROW = "_block_row"
 # The whole line of a row whose field count does not match the header (else null).
 MALFORMED = "_malformed_line"
-# Hadoop reads every input path as a glob pattern: these characters must be escaped for a path
-# to mean exactly that file (seen: rent[1].csv read rent1.csv).
-_GLOB_CHARACTERS = re.compile(r"([\\\[\]*?{}])")
 
 # RFC 4180: a quote inside a quoted field is doubled. Spark's default escape character is a
 # backslash, which would corrupt values such as "\HERPA, CHHIRING" (a real registration name).
@@ -56,19 +52,18 @@ class InputError(ValueError):
     """An input file that the upload validator should have quarantined."""
 
 
-def exact_path(path: str) -> str:
-    """`path` escaped so that Hadoop reads exactly that file or folder, not a glob match."""
-    return _GLOB_CHARACTERS.sub(r"\\\1", path)
-
-
 def read_dataset(spark: SparkSession, path: str, ds: Dataset) -> DataFrame:
     """Read a dataset's CSV file (or folder of CSV files) as raw text, in contract column order.
 
     Every column is a string (``spark_schema(ds, raw=True)``; ids stay ids, bad values stay
     verbatim for rental_rejects); an empty field reads as null. Columns are matched by header
     name, so a file may order them differently; every file of a folder must use the same order.
-    Adds SOURCE_FILE / BLOCK_START / BLOCK_ROW (file order) and MALFORMED.
+    Adds SOURCE_FILE / BLOCK_START / BLOCK_ROW (file order) and MALFORMED. `path` means exactly
+    that file or folder: glob characters in it are escaped (lake.hadoop_literal).
     """
+    unreadable = lake.hadoop_unreadable(path)
+    if unreadable:
+        raise InputError(f"{ds.name}: {unreadable}")
     header = _header(spark, path, ds)
     text = spark_schema(ds, raw=True)
     schema = st.StructType(
@@ -81,7 +76,7 @@ def read_dataset(spark: SparkSession, path: str, ds: Dataset) -> DataFrame:
         # check the header of every file against the schema instead of trusting column positions
         .option("enforceSchema", "false")
         .schema(schema)
-        .csv(exact_path(path))
+        .csv(lake.hadoop_literal(path))
     )
     return frame.select(
         *ds.header,
@@ -111,7 +106,7 @@ def read_staged(spark: SparkSession, root: str, files: Sequence, ds: Dataset) ->
 
     A staged file is named by its content, so two history entries with the same content read
     the same file twice: the join below gives each of its rows once per entry."""
-    paths = sorted({exact_path(lake.join(root, f.staged)) for f in files})
+    paths = sorted({lake.hadoop_literal(lake.join(root, f.staged)) for f in files})
     entries = spark.createDataFrame(
         [(PurePosixPath(f.staged).name, index, f.key) for index, f in enumerate(files)],
         f"_staged_name string, {FILE_INDEX} int, {SOURCE_FILE} string",
@@ -152,7 +147,7 @@ def _header(spark: SparkSession, path: str, ds: Dataset) -> list[str]:
     found = _local_header(path)
     if found is None:
         # Without a schema and with inferSchema off, Spark reads just the first line for the names.
-        found = spark.read.options(**CSV_OPTIONS).csv(exact_path(path)).columns
+        found = spark.read.options(**CSV_OPTIONS).csv(lake.hadoop_literal(path)).columns
     missing = [c for c in ds.header if c not in found]
     unexpected = [c for c in found if c not in ds.header]
     if missing or unexpected:
@@ -213,18 +208,24 @@ def write_table(frame: DataFrame, output: str, table: str, run_id: str) -> int:
     """Write one table of one run as Parquet to ``<output>/<table>/run_id=<run_id>/``.
 
     Overwrites that folder only: re-running a run id replaces its rows, other runs are never
-    touched. Rows are sorted by the table's key within each file: the order in which shuffled
-    rows arrive varies from run to run, and the same inputs must give byte-identical files.
-    Returns the number of rows written (counted while writing, not by another job).
+    touched. Returns the number of rows written (counted while writing, not by another job).
+    The rows are rebalanced first: adaptive execution (session.SHUFFLE_SETTINGS) then writes
+    files of about the advisory size, one file for a small table, whatever the partitioning of
+    the plan that produced it. They are rebalanced by the table's key and sorted by it within
+    each file: the order in which shuffled rows arrive varies from run to run, and the same
+    inputs must give byte-identical files.
     """
     if table not in lake.TABLES:
         raise ValueError(f"unknown table {table!r} (known: {', '.join(lake.TABLES)})")
     path = lake.table_run_path(output, table, run_id)
-    if lake.TABLE_KEYS[table]:
-        frame = frame.sortWithinPartitions(*lake.TABLE_KEYS[table])
+    keys = lake.TABLE_KEYS[table]
+    balanced = frame.hint("rebalance", *keys)
+    if keys:
+        balanced = balanced.sortWithinPartitions(*keys)
     written = Observation()
     # A write path is not a glob (only reads expand patterns): no escaping here.
-    frame.observe(written, F.count(F.lit(1)).alias("rows")).write.mode("overwrite").parquet(path)
+    counted = balanced.observe(written, F.count(F.lit(1)).alias("rows"))
+    counted.write.mode("overwrite").parquet(path)
     rows = written.get["rows"]
     log.info("wrote %s: %d rows", path, rows)
     return rows

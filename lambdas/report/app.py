@@ -8,6 +8,12 @@ found through CARRENTAL_SQL_DIR), shapes every result with the formatting `carre
 writes the same CSV files, then the same report.html (carrental.report_html). Returns
 `{"bucket": ..., "keys": [...]}`: the CSVs in REPORTS order, then the page.
 
+A report is all of its files or none of this invocation's: every result is read before the
+first file is written, so a failed or cancelled query (ReportQueryFailed, naming the report and
+Athena's reason) writes nothing and stops the report queries still running; a write that fails
+midway deletes the files this invocation already wrote. The error reaches the workflow's Catch,
+which alerts and fails the run.
+
 Needs carrental (layer), awswrangler/pandas (AWS SDK for pandas layer), Powertools (layer).
 """
 
@@ -17,6 +23,7 @@ import os
 
 import awswrangler as wr
 import boto3
+import pandas as pd
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -34,6 +41,10 @@ tracer = Tracer()
 def athena_parameters(sql: str, run_id: str) -> list[str]:
     """Athena reads each execution parameter as a SQL literal, so a string goes quoted."""
     return ["'" + value.replace("'", "''") + "'" for value in query_params(sql, run_id)]
+
+
+class ReportQueryFailed(RuntimeError):
+    """A report query ended FAILED or CANCELLED; no file of the report was written."""
 
 
 def write_report(
@@ -61,33 +72,58 @@ def write_report(
             paramstyle="qmark",
             boto3_session=boto3_session,
         )
+    frames = read_results(execution_ids, boto3_session)
     root = f"s3://{bucket}"
-    keys = []
-    shaped = {}
-    for report_name in REPORTS:
-        frame = wr.athena.get_query_results(execution_ids[report_name], boto3_session=boto3_session)
-        path = f"{report_prefix(root, run_id)}/{report_name}"
-        shaped[report_name] = shape_report(report_name, frame)
-        wr.s3.to_csv(shaped[report_name], path, index=False, boto3_session=boto3_session)
-        keys.append(path.removeprefix(f"{root}/"))
-        logger.info(
-            "report written", extra={"report": report_name, "rows": len(frame), "path": path}
-        )
-    # S3 keeps ContentType with the object and returns it on GET, so a browser opening the
-    # object (e.g. by a pre-signed URL) renders the page
-    # (https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObject.html). The role's
-    # WriteReports statement (s3:PutObject on reports/*) covers this key as it covers the CSVs.
+    shaped = {name: shape_report(name, frames[name]) for name in REPORTS}
+    paths = [f"{report_prefix(root, run_id)}/{report_name}" for report_name in REPORTS]
     page_path = f"{report_prefix(root, run_id)}/{REPORT_PAGE}"
-    page_key = page_path.removeprefix(f"{root}/")
-    (boto3_session or boto3.Session()).client("s3").put_object(
-        Bucket=bucket,
-        Key=page_key,
-        Body=render_report(shaped, run_id).encode("utf-8"),
-        ContentType="text/html; charset=utf-8",
-    )
-    keys.append(page_key)
-    logger.info("report page written", extra={"path": page_path})
-    return keys
+    written: list[str] = []
+    try:
+        for report_name, path in zip(REPORTS, paths, strict=True):
+            wr.s3.to_csv(shaped[report_name], path, index=False, boto3_session=boto3_session)
+            written.append(path)
+            logger.info(
+                "report written",
+                extra={"report": report_name, "rows": len(frames[report_name]), "path": path},
+            )
+        # S3 keeps ContentType with the object and returns it on GET, so a browser opening the
+        # object (e.g. by a pre-signed URL) renders the page
+        # (https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObject.html). The role's
+        # WriteReports statement (s3:PutObject on reports/*) covers this key as it covers the
+        # CSVs.
+        (boto3_session or boto3.Session()).client("s3").put_object(
+            Bucket=bucket,
+            Key=page_path.removeprefix(f"{root}/"),
+            Body=render_report(shaped, run_id).encode("utf-8"),
+            ContentType="text/html; charset=utf-8",
+        )
+        written.append(page_path)
+        logger.info("report page written", extra={"path": page_path})
+    except BaseException:
+        if written:  # a report missing files must not look like a smaller complete one
+            wr.s3.delete_objects(written, boto3_session=boto3_session)
+        raise
+    return [path.removeprefix(f"{root}/") for path in [*paths, page_path]]
+
+
+def read_results(
+    execution_ids: dict[str, str], boto3_session: boto3.Session | None
+) -> dict[str, pd.DataFrame]:
+    """Every report's result, or ReportQueryFailed after stopping the queries not read yet."""
+    frames = {}
+    for report_name, execution_id in execution_ids.items():
+        try:
+            frames[report_name] = wr.athena.get_query_results(
+                execution_id, boto3_session=boto3_session
+            )
+        except (wr.exceptions.QueryFailed, wr.exceptions.QueryCancelled) as exc:
+            for pending in list(execution_ids.values())[len(frames) + 1 :]:
+                wr.athena.stop_query_execution(pending, boto3_session=boto3_session)
+            raise ReportQueryFailed(
+                f"report query for {report_name} (execution {execution_id}) did not succeed: "
+                f"{exc}; no report file was written"
+            ) from exc
+    return frames
 
 
 def parse_event(event: dict) -> dict[str, str]:

@@ -50,7 +50,7 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from carrental.contracts import DATASETS
-from carrental.lake import check_run_id
+from carrental.lake import check_run_id, hadoop_unreadable
 from carrental.validation import (
     DEFAULT_REJECT_THRESHOLD,
     FileVerdict,
@@ -122,7 +122,7 @@ class UploadedObject:
 
 @dataclass
 class Outcome:
-    status: str  # ignored | missing | duplicate | superseded | accepted | rejected
+    status: str  # ignored | refused | missing | duplicate | superseded | accepted | rejected
     key: str
     dataset: str | None = None
     reason: str = ""
@@ -174,6 +174,9 @@ def process_upload(upload: Upload, settings: Settings, aws: Aws) -> Outcome:
     if reason:
         logger.info(f"ignored: {reason}")
         return Outcome("ignored", upload.key_candidates[0], reason=reason)
+    unreadable = hadoop_unreadable(upload.key_candidates[0])
+    if unreadable:
+        return refuse(aws, settings, upload.bucket, upload.key_candidates[0], unreadable)
     uploaded = open_upload(aws.s3, upload)
     if uploaded is None:
         return Outcome(
@@ -342,6 +345,20 @@ def quarantine(aws: Aws, settings: Settings, uploaded: UploadedObject, verdict: 
     )
     logger.warning(f"rejected: {verdict.reason}", extra={"quarantine_key": target})
     return target
+
+
+def refuse(aws: Aws, settings: Settings, bucket: str, key: str, reason: str) -> Outcome:
+    """A key the Spark jobs could not read: never part of a batch; the uploader is told why."""
+    logger.warning(f"refused: {reason}")
+    aws.sns.publish(
+        TopicArn=settings.alert_topic_arn,
+        Subject="carrental: refused an upload (file name)",
+        Message=(
+            f"carrental cannot use s3://{bucket}/{key}: {reason}. The object is unchanged and "
+            "is not part of any run; upload it again under another name."
+        )[:_MESSAGE_LIMIT],
+    )
+    return Outcome("refused", key, reason=reason)
 
 
 def batch_run_id(inputs: dict[str, str], etags: dict[str, str]) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -38,6 +40,38 @@ def report_app() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def validate_module() -> ModuleType:
+    """lambdas/validate_upload/app.py; its folder is on sys.path while it loads, as in Lambda,
+    so that `import upload_batch` works."""
+    folder = REPO_ROOT / "lambdas" / "validate_upload"
+    sys.path.insert(0, str(folder))
+    try:
+        with pytest.MonkeyPatch.context() as patch:  # Powertools reads its settings on import
+            patch.setenv("POWERTOOLS_SERVICE_NAME", "validate-upload")
+            patch.setenv("POWERTOOLS_METRICS_NAMESPACE", "carrental")
+            spec = importlib.util.spec_from_file_location("validate_upload_app", folder / "app.py")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+    return module
+
+
+@pytest.fixture
+def validate_app(validate_module, monkeypatch) -> Iterator[Callable[[dict], Callable]]:
+    """The ValidateUpload handler with the given environment, AWS clients made afresh."""
+
+    def with_environment(environment: dict[str, str]) -> Callable:
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
+        validate_module.aws_clients.cache_clear()
+        return validate_module.lambda_handler
+
+    yield with_environment
+    validate_module.aws_clients.cache_clear()
 
 
 @dataclass(frozen=True)

@@ -176,11 +176,31 @@ def placeholder_count(sql: str) -> int:
     return len(list(sqlglot.parse_one(sql, read="athena").find_all(sqlglot.exp.Placeholder)))
 
 
-def queue_athena_results(result_sets: list[ResultSet]) -> None:
-    """Queue results for the next queries moto's Athena starts, in this order."""
+def queue_athena_results(
+    result_sets: list[ResultSet], endpoint: str = "http://motoapi.amazonaws.com"
+) -> None:
+    """Queue results for the next queries moto's Athena starts, in this order; `endpoint` is a
+    moto server's, or (default) the address mock_aws intercepts."""
     response = requests.post(
-        "http://motoapi.amazonaws.com/moto-api/static/athena/query-results",
+        f"{endpoint}/moto-api/static/athena/query-results",
         json={"results": [result.as_moto_result() for result in result_sets]},
         timeout=10,
     )
     response.raise_for_status()
+
+
+def athena_ends_query(monkeypatch, sql_file: str, status: str) -> None:
+    """Athena ends the query of `sql_file` with `status` (FAILED or CANCELLED), as a query over
+    the bytes-scanned cutoff or on a missing table would; moto itself never fails one."""
+    from moto.athena.models import AthenaBackend
+
+    sql = load_sql(sql_file)
+    start = AthenaBackend.start_query_execution
+
+    def ending(backend, query, *args, **kwargs):
+        execution_id = start(backend, query, *args, **kwargs)
+        if query == sql:
+            backend.executions[execution_id].status = status
+        return execution_id
+
+    monkeypatch.setattr(AthenaBackend, "start_query_execution", ending)

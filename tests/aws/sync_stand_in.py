@@ -1,4 +1,4 @@
-"""The one place where the workflow tests depart from the deployed definition (moto's gaps).
+"""The one place where the AWS tests depart from the deployed definition and from AWS (moto's gaps).
 
 moto executes state machines but does not implement the `.sync` integrations of EMR Serverless
 (`startJobRun.sync`) and Athena (`startQueryExecution.sync`): such an execution ends in
@@ -12,13 +12,27 @@ States.Runtime, which no Catch can catch. So, for the tests only:
    EMR Serverless `start_job_run` (parameter names and shapes are checked by botocore) and
    `get_job_run`, moto's Athena `start_query_execution` and `get_query_execution`, and the
    real Report handler in-process, then reports success or failure with SendTaskSuccess or
-   SendTaskFailure. A test lists the states that must fail (moto never fails a job or query).
+   SendTaskFailure. A test scripts which attempts of which states fail, with which error (moto
+   never fails a job or query); an error the Report handler raises fails its task the way
+   Lambda reports an unhandled error.
 3. `correct_moto_crawl_status`: moto's GetCrawler shows the current crawl as LastCrawl, with
    crawl states (RUNNING, COMPLETED, STOPPED); Glue shows the latest finished crawl with
    SUCCEEDED, CANCELLED or FAILED, which the definition checks. The patch makes moto say it
    Glue's way.
 4. `emr_application_for_moto`: moto's EMR Serverless accepts only `emr-X.Y.0` release labels,
    not the `emr-spark-8.0.0` of the template (test_template.py checks that label).
+5. `athena_applies_the_workgroup_output_location`: Athena writes a query's results to its
+   workgroup's output location when the query names none (and always, when the workgroup
+   enforces its settings); moto keeps results only for queries that name one themselves, so the
+   summary query the workflow starts (WorkGroup only) would have no results to read.
+6. `CRAWLER_POLL_SECONDS`: the template polls a crawler every 10 s at least (Glue may not show
+   RUNNING right after StartCrawler); moto's crawler changes state on a timer the test sets, so
+   the tests poll every second to keep the crawler loop quick.
+7. Retry intervals become 1 s (and backoff 1.0): the definition's real intervals (up to a
+   minute) are checked in test_state_machine_definition.py; here each Retry is exercised.
+8. `aws_sdk_errors_named_as_step_functions_does`: moto spells Glue's aws-sdk errors "glue.X".
+9. `task_failures_keep_their_cause`: moto's SendTaskFailure drops the cause.
+10. `each_attempt_gets_its_task_token`: moto reuses a retried task's token.
 
 What only a real deploy proves: the `.sync` integrations themselves, IAM, EMR running the jobs,
 Glue inferring the schemas, Athena running the SQL (README, "Deploy to AWS").
@@ -29,13 +43,26 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Callable, Mapping
+import traceback
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
 import pytest
+from moto.athena.models import AthenaBackend
+from moto.core.responses import EmptyResult
 from moto.glue.models import FakeCrawler
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+    state_task_service_aws_sdk as aws_sdk_task,
+)
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resource import (
+    ResourceCondition,
+)
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_callback import (
+    StateTaskServiceCallback,
+)
+from moto.stepfunctions.responses import StepFunctionResponse
 
 from tests.aws.template import iter_states
 
@@ -47,6 +74,7 @@ CALLBACK = "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
 
 _GLUE_LAST_CRAWL_STATUS = {"COMPLETED": "SUCCEEDED", "STOPPED": "CANCELLED", "FAILED": "FAILED"}
 _MOTO_RELEASE_LABEL = "emr-7.0.0"
+CRAWLER_POLL_SECONDS = 1
 
 
 def rewrite_for_moto(definition: Mapping[str, Any], queue_url: str) -> dict[str, Any]:
@@ -63,6 +91,8 @@ def rewrite_for_moto(definition: Mapping[str, Any], queue_url: str) -> dict[str,
                 },
             }
             state["Resource"] = CALLBACK
+        for retrier in state.get("Retry", []):
+            retrier.update(IntervalSeconds=1, BackoffRate=1.0)
     return rewritten
 
 
@@ -88,6 +118,63 @@ def correct_moto_crawl_status(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(FakeCrawler, "as_dict", as_glue_reports_it)
 
 
+def athena_applies_the_workgroup_output_location(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ "If a query runs in a workgroup and the workgroup overrides client-side settings, the
+    workgroup's query results location is used"; without a client-side location it is used too:
+    https://docs.aws.amazon.com/athena/latest/ug/workgroups-settings-override.html"""
+    start = AthenaBackend.start_query_execution
+
+    def as_athena_does(backend, query, context, config, workgroup, execution_parameters):
+        settings = getattr(backend.work_groups.get(workgroup), "configuration", {})
+        location = settings.get("ResultConfiguration", {}).get("OutputLocation")
+        config = dict(config or {})
+        if location and (settings.get("EnforceWorkGroupConfiguration") or not config):
+            config["OutputLocation"] = location
+        return start(backend, query, context, config, workgroup, execution_parameters)
+
+    monkeypatch.setattr(AthenaBackend, "start_query_execution", as_athena_does)
+
+
+def aws_sdk_errors_named_as_step_functions_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An aws-sdk task's error is "<Service>.<Exception>" with the service as Step Functions
+    spells it ("Glue.CrawlerRunningException"); moto lower-cases services it has no spelling
+    for ("glue."), so a Retry or Catch on the documented name would never match:
+    https://docs.aws.amazon.com/step-functions/latest/dg/supported-services-awssdk.html"""
+    monkeypatch.setitem(aws_sdk_task._SERVICE_ERROR_NAMES, "glue", "Glue")
+
+
+def task_failures_keep_their_cause(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SendTaskFailure takes an error and a cause; moto's responder drops the cause, which the
+    workflow's alert and Fail states pass on."""
+
+    def send_task_failure(responder: StepFunctionResponse) -> EmptyResult:
+        responder.stepfunction_backend.send_task_failure(
+            responder._get_param("taskToken"),
+            error=responder._get_param("error"),
+            cause=responder._get_param("cause"),
+        )
+        return EmptyResult()
+
+    monkeypatch.setattr(StepFunctionResponse, "send_task_failure", send_task_failure)
+
+
+def each_attempt_gets_its_task_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Step Functions hands every attempt of a waitForTaskToken task a token of its own; moto
+    keeps the first attempt's, whose callback already holds the failure that caused the retry,
+    so a retried task could end with a stale answer."""
+    attempt = StateTaskServiceCallback._eval_execution
+
+    def with_a_fresh_token(task: StateTaskServiceCallback, env) -> None:
+        if (
+            task._is_integration_pattern()
+            and ResourceCondition.WaitForTaskToken in task._supported_integration_patterns
+        ):
+            env.callback_pool_manager.add(env.states.context_object.update_task_token())
+        attempt(task, env)
+
+    monkeypatch.setattr(StateTaskServiceCallback, "_eval_execution", with_a_fresh_token)
+
+
 def emr_application_for_moto(properties: Mapping[str, Any]) -> dict[str, Any]:
     """CreateApplication arguments from the template's properties, with a label moto knows."""
     return camel_case_keys({**properties, "ReleaseLabel": _MOTO_RELEASE_LABEL})
@@ -104,12 +191,18 @@ def camel_case_keys(value: Any) -> Any:
 
 @dataclass
 class StandIn:
-    """Answers the rewritten tasks until the execution ends; records what each state asked for."""
+    """Answers the rewritten tasks until the execution ends; records what each state asked for.
+
+    `failures` scripts what the service answers: state name -> an error name (every attempt
+    fails with it) or a list of error names (the first attempts fail with them in turn, later
+    ones are served). A failing attempt is not served: the call never reached the service.
+    A Report handler that raises fails its task the way Lambda reports an unhandled error."""
 
     queue_url: str
     report_handler: Callable[[dict], dict]
-    failures: Mapping[str, str] = field(default_factory=dict)  # state name -> error name
+    failures: Mapping[str, str | Sequence[str]] = field(default_factory=dict)
     on_tick: Callable[[], None] = lambda: None
+    before_success: Callable[[str], None] = lambda state: None
     calls: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -133,19 +226,28 @@ class StandIn:
             time.sleep(0.05)
         raise TimeoutError(f"{execution_arn} still running after {timeout_s} s")
 
+    def _scripted_error(self, state: str) -> str | None:
+        scripted = self.failures.get(state)
+        if isinstance(scripted, str):
+            return scripted
+        attempt = len(self.calls[state]) - 1
+        return scripted[attempt] if scripted and attempt < len(scripted) else None
+
     def _answer(self, task: dict[str, Any]) -> None:
         state, token, params = task["state"], task["task_token"], task["parameters"]
         self.calls.setdefault(state, []).append(params)
+        error = self._scripted_error(state)
+        if error:
+            self._report(token, failure=(error, f"{state} made to fail with {error}"))
+            return
         serve = {EMR_SYNC: self._spark_job, ATHENA_SYNC: self._query, LAMBDA_INVOKE: self._invoke}
         try:
             output = serve[task["resource"]](params)
-        except Exception as exc:  # what Lambda or the service would report as the task's error
-            self._report(token, failure=(type(exc).__name__, str(exc)))
-            raise
-        if state in self.failures:
-            self._report(token, failure=(self.failures[state], f"{state} made to fail"))
-        else:
-            self._report(token, output=output)
+        except FunctionError as exc:
+            self._report(token, failure=(exc.error_type, exc.cause))
+            return
+        self.before_success(state)
+        self._report(token, output=output)
 
     def _report(
         self, token: str, output: Any = None, failure: tuple[str, str] | None = None
@@ -172,4 +274,26 @@ class StandIn:
         return self.athena.get_query_execution(QueryExecutionId=query_id)
 
     def _invoke(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {"StatusCode": 200, "Payload": self.report_handler(params["Payload"])}
+        try:
+            payload = self.report_handler(params["Payload"])
+        except Exception as exc:
+            raise FunctionError(exc) from exc
+        return {"StatusCode": 200, "Payload": payload}
+
+
+class FunctionError(Exception):
+    """An unhandled error of a Lambda function, as Lambda reports it: the error is its
+    errorType (the exception's class name), the cause the JSON of errorMessage, errorType and
+    stackTrace. https://docs.aws.amazon.com/lambda/latest/dg/python-exceptions.html
+    https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html"""
+
+    def __init__(self, raised: Exception) -> None:
+        self.error_type = type(raised).__name__
+        self.cause = json.dumps(
+            {
+                "errorMessage": str(raised),
+                "errorType": self.error_type,
+                "stackTrace": traceback.format_tb(raised.__traceback__),
+            }
+        )
+        super().__init__(self.error_type)

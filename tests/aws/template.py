@@ -70,9 +70,12 @@ def resolve(value: Any, names: Mapping[str, Any]) -> Any:
     if set(value) == {"Fn::GetAtt"}:
         return _lookup(names, ".".join(value["Fn::GetAtt"]))
     if set(value) == {"Fn::Sub"}:
-        if not isinstance(value["Fn::Sub"], str):
-            raise NotImplementedError(f"Fn::Sub with a variable map: {value}")
-        return _SUB_VARIABLE.sub(lambda m: str(_lookup(names, m[1])), value["Fn::Sub"])
+        text, variables = value["Fn::Sub"], {}
+        if not isinstance(text, str):
+            text, variables = text
+            variables = {key: resolve(item, names) for key, item in variables.items()}
+        scope = {**names, **variables}
+        return _SUB_VARIABLE.sub(lambda m: str(_lookup(scope, m[1])), text)
     if any(key.startswith("Fn::") for key in value):
         raise NotImplementedError(f"the test resolver does not evaluate {value}")
     resolved = {key: resolve(item, names) for key, item in value.items()}
@@ -106,3 +109,71 @@ def iter_states(definition: Mapping[str, Any], path: str = ""):
         yield path, name, state
         for index, branch in enumerate(state.get("Branches", [])):
             yield from iter_states(branch, f"{path}{name}[{index}]/")
+
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+# Resources whose physical name is their Name property.
+NAMED_BY_PROPERTY = {
+    "AWS::Glue::Crawler",
+    "AWS::Glue::SecurityConfiguration",
+    "AWS::Athena::WorkGroup",
+    "AWS::EMRServerless::Application",
+    "AWS::Serverless::StateMachine",
+}
+
+
+def example_names(template: Mapping[str, Any], stack: str = "carrental-test") -> dict[str, Any]:
+    """Physical names and ARNs for a stack of `template`, as CloudFormation would make them,
+    for every Ref / GetAtt that the definition's substitutions and the IAM policies use."""
+    arn = f"arn:aws:{{}}:{REGION}:{ACCOUNT}:{{}}"
+    names: dict[str, Any] = {
+        **parameter_defaults(template),
+        "AWS::StackName": stack,
+        "AWS::Region": REGION,
+        "AWS::AccountId": ACCOUNT,
+        "AWS::Partition": "aws",
+        "Condition:HasPreInitializedCapacity": False,
+    }
+    for bucket in ("DataLakeBucket", "ArtifactsBucket", "AccessLogsBucket"):
+        names[bucket] = f"{stack}-{bucket.lower()}"
+        names[f"{bucket}.Arn"] = f"arn:aws:s3:::{names[bucket]}"
+    names["GlueDatabase"] = names["GlueDatabaseName"]
+    for logical_id, resource in template["Resources"].items():
+        props = resource.get("Properties", {})
+        kind = resource["Type"]
+        if kind == "AWS::IAM::Role":
+            names[f"{logical_id}.Arn"] = f"arn:aws:iam::{ACCOUNT}:role/{stack}-{logical_id}"
+        elif kind == "AWS::Serverless::Function":
+            names[logical_id] = f"{stack}-{logical_id}"
+            names[f"{logical_id}.Arn"] = arn.format("lambda", f"function:{names[logical_id]}")
+        elif kind == "AWS::Logs::LogGroup":
+            names[logical_id] = resolve(props["LogGroupName"], names)
+            names[f"{logical_id}.Arn"] = arn.format("logs", f"log-group:{names[logical_id]}:*")
+        elif kind in NAMED_BY_PROPERTY:
+            names[logical_id] = resolve(props["Name"], names)
+    names["PipelineKey.Arn"] = arn.format("kms", "key/0a1b2c3d-test")
+    names["SparkApplication"] = "00fabcdef0123456"
+    names["SparkApplication.Arn"] = arn.format(
+        "emr-serverless", f"/applications/{names['SparkApplication']}"
+    )
+    names["AlertTopic"] = arn.format("sns", f"{stack}-AlertTopic")
+    names["BatchTable.Arn"] = arn.format("dynamodb", f"table/{stack}-BatchTable")
+    names["UploadEventsDeadLetterQueue.Arn"] = arn.format("sqs", f"{stack}-dead-letters")
+    names["UploadEventsRule.Arn"] = arn.format("events", f"rule/{stack}-uploads")
+    names["CarRentalPipeline"] = arn.format(
+        "states",
+        f"stateMachine:{resolve(template['Resources'][STATE_MACHINE]['Properties']['Name'], names)}",
+    )
+    return names
+
+
+def role_statements(template: Mapping[str, Any], role: str, names: Mapping[str, Any]) -> list[dict]:
+    """The Allow statements of an IAM role's inline policies, with every intrinsic resolved."""
+    policies = template["Resources"][role]["Properties"]["Policies"]
+    return [
+        resolve(statement, names)
+        for policy in policies
+        for statement in policy["PolicyDocument"]["Statement"]
+        if statement["Effect"] == "Allow"
+    ]

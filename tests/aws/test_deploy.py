@@ -87,6 +87,29 @@ def test_upload_puts_the_entry_points_and_the_archive_under_jobs(tmp_path) -> No
     assert archive == build_jobs_archive(tmp_path).read_bytes()
 
 
+def test_deploy_jobs_out_writes_exactly_what_a_deploy_uploads(tmp_path, capsys) -> None:
+    out = tmp_path / "shipped"
+    probe = (
+        "import sys; from carrental.cli import main; code = main(['deploy-jobs', '--out', "
+        f"{str(out)!r}]); print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('boto3', 'botocore'))); sys.exit(code)"
+    )
+    offline = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert offline.stdout.splitlines()[-1] == "[]"  # no AWS library, so no AWS call
+    written = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        upload_jobs(BUCKET, s3)
+        uploaded = {
+            o["Key"]: s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()
+            for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]
+        }
+    assert written == uploaded
+
+
 def _stack_with_artifacts_bucket(name: str) -> None:
     template = {
         "Resources": {

@@ -8,11 +8,26 @@ from collections.abc import Iterator
 import boto3
 import pandas as pd
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from carrental.report import REPORTS, load_sql
 from carrental.report_html import REPORT_PAGE, render_report
-from tests.aws.report_data import RUN_ID, placeholder_count, queue_athena_results, report_results
+from tests.aws.report_data import (
+    RUN_ID,
+    athena_ends_query,
+    placeholder_count,
+    queue_athena_results,
+    report_results,
+)
+from tests.aws.sync_stand_in import athena_applies_the_workgroup_output_location
+
+# The write-failure test abandons an awswrangler S3 writer, which repeats the refusal when it is
+# garbage-collected, whenever that happens; it says nothing about the code under test.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <function _S3ObjectBase.__del__"
+    ":pytest.PytestUnraisableExceptionWarning"
+)
 
 LAKE = "carrental-lake"
 ARTIFACTS = "carrental-artifacts"
@@ -24,6 +39,7 @@ DATABASE = "car_rental_db"
 def athena(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     monkeypatch.setenv("GLUE_DATABASE", DATABASE)
     monkeypatch.setenv("ATHENA_WORKGROUP", WORKGROUP)
+    athena_applies_the_workgroup_output_location(monkeypatch)
     with mock_aws():
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket=LAKE)
@@ -101,6 +117,64 @@ def test_report_queries_run_in_the_workgroup_with_the_run_id_quoted(
         assert execution["QueryExecutionContext"]["Database"] == DATABASE
         assert execution["WorkGroup"] == WORKGROUP
     assert len(started) == len(REPORTS)
+
+
+def _report_keys() -> list[str]:
+    listing = boto3.client("s3").list_objects_v2(Bucket=LAKE, Prefix="reports/")
+    return [o["Key"] for o in listing.get("Contents", [])]
+
+
+@pytest.mark.parametrize("status", ["FAILED", "CANCELLED"])
+def test_a_query_that_does_not_succeed_midway_writes_no_report(
+    athena, report_app, lambda_context, monkeypatch, status
+) -> None:
+    reports = list(REPORTS)
+    failing = reports[2]  # two reports before it have results that could have been written
+    athena_ends_query(monkeypatch, REPORTS[failing], status)
+    queue_athena_results(list(report_results().values()))
+    summary_id = start_summary_query(athena)
+
+    with pytest.raises(report_app.ReportQueryFailed, match=failing) as raised:
+        report_app.lambda_handler(
+            {"run_id": RUN_ID, "bucket": LAKE, "summary_query_execution_id": summary_id},
+            lambda_context,
+        )
+
+    assert "no report file was written" in str(raised.value)
+    assert _report_keys() == []
+    states = {}
+    for query_id in athena.list_query_executions(WorkGroup=WORKGROUP)["QueryExecutionIds"]:
+        execution = athena.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]
+        states[execution["Query"]] = execution["Status"]["State"]
+    for name in reports[3:]:  # started, not read yet: stopped rather than left running
+        assert states[load_sql(REPORTS[name])] == "CANCELLED", name
+
+
+def test_a_write_that_fails_midway_leaves_no_report_files(
+    athena, report_app, lambda_context
+) -> None:
+    queue_athena_results(list(report_results().values()))
+    summary_id = start_summary_query(athena)
+    failing = list(REPORTS)[3]
+
+    def s3_refuses(params, **_):
+        if params["Key"].endswith(failing):
+            raise ClientError({"Error": {"Code": "SlowDown", "Message": "Reduce"}}, "PutObject")
+
+    boto3.setup_default_session()  # awswrangler's clients come from the default session
+    boto3.DEFAULT_SESSION.events.register("before-parameter-build.s3.PutObject", s3_refuses)
+    error = None
+    try:
+        report_app.lambda_handler(
+            {"run_id": RUN_ID, "bucket": LAKE, "summary_query_execution_id": summary_id},
+            lambda_context,
+        )
+    except ClientError as exc:
+        error = exc.response["Error"]["Code"]
+    finally:
+        boto3.DEFAULT_SESSION = None
+    assert error == "SlowDown"
+    assert _report_keys() == []
 
 
 def test_an_incomplete_event_is_refused_by_name(report_app, lambda_context) -> None:

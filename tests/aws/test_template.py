@@ -27,7 +27,8 @@ from tests.aws.template import (
 
 LAKE = "lake-bucket"
 NAMES = {"DataLakeBucket": LAKE, "AWS::StackName": "stack"}
-SPARK_MARKERS = {"**/_SUCCESS", "**/_temporary/**", "**/*.crc"}
+# Spark's commit files and EMRFS's folder markers are no data.
+SPARK_MARKERS = {"**/_SUCCESS", "**/_temporary/**", "**/*.crc", "**_$folder$"}
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +57,10 @@ def test_each_crawler_makes_one_table_per_folder_of_its_job(template) -> None:
         expected = [f"s3://{LAKE}/processed/{t}/" for t, writer in TABLES.items() if writer == job]
         assert [resolve(t["Path"], NAMES) for t in targets] == expected
         assert all(set(t["Exclusions"]) == SPARK_MARKERS for t in targets)
-        # processed/ is level 1 under the bucket: level 2 puts a table at each data product.
+        # One data store per table folder makes one table each; a table level would override
+        # that, and level 2 counted from the bucket is processed/ itself.
         configuration = json.loads(props["Configuration"])
-        assert configuration["Grouping"]["TableLevelConfiguration"] == 2
+        assert "Grouping" not in configuration
 
 
 def test_spark_runs_the_version_the_tests_run(template) -> None:
@@ -285,3 +287,88 @@ def test_sam_build_targets_package_the_layer_and_both_functions(tmp_path) -> Non
     assert (function / "app.py").read_bytes() == (REPO_ROOT / "lambdas/report/app.py").read_bytes()
     for sql_file in REPORTS.values():
         assert (function / "sql" / sql_file).read_text() == load_sql(sql_file)
+
+
+# Resource type -> (service, create operation, the request member its Name property becomes).
+NAME_APIS = {
+    "AWS::EMRServerless::Application": ("emr-serverless", "CreateApplication", "name"),
+    "AWS::Serverless::StateMachine": ("stepfunctions", "CreateStateMachine", "name"),
+    "AWS::Athena::WorkGroup": ("athena", "CreateWorkGroup", "Name"),
+    "AWS::Athena::NamedQuery": ("athena", "CreateNamedQuery", "Name"),
+    "AWS::Glue::Crawler": ("glue", "CreateCrawler", "Name"),
+    "AWS::Glue::SecurityConfiguration": ("glue", "CreateSecurityConfiguration", "Name"),
+    "AWS::KMS::Alias": ("kms", "CreateAlias", "AliasName"),
+    "AWS::Logs::LogGroup": ("logs", "CreateLogGroup", "logGroupName"),
+}
+NAME_PROPERTIES = ("Name", "AliasName", "LogGroupName")
+
+
+def _stack_named(template) -> list[tuple[str, str, Any]]:
+    found = []
+    for logical_id, resource in template["Resources"].items():
+        for prop in NAME_PROPERTIES:
+            value = resource.get("Properties", {}).get(prop)
+            if isinstance(value, dict) and "${AWS::StackName}" in str(value):
+                found.append((logical_id, resource["Type"], value))
+    return found
+
+
+def test_every_name_derived_from_the_stack_name_fits_at_the_longest_allowed_stack_name(
+    template,
+) -> None:
+    import botocore.session
+
+    from carrental.deploy import STACK_NAME_MAX, DeployError, check_stack_name
+
+    models = botocore.session.get_session()
+    named = _stack_named(template)
+    assert {kind for _, kind, _ in named} == set(NAME_APIS), "add the new kind to NAME_APIS"
+    slack = {}
+    for logical_id, kind, value in named:
+        service, operation, member = NAME_APIS[kind]
+        shape = models.get_service_model(service).operation_model(operation).input_shape
+        metadata = shape.members[member].metadata  # a max length, or one in the pattern
+        limit = metadata.get("max") or int(re.search(r",(\d+)\}$", metadata["pattern"])[1])
+        names = {**parameter_defaults(template), "AWS::StackName": "s" * STACK_NAME_MAX}
+        slack[logical_id] = limit - len(resolve(value, names))
+    assert min(slack.values()) == 0, slack  # the limit is the tightest one, not a guess
+    assert check_stack_name("s" * STACK_NAME_MAX)
+    with pytest.raises(DeployError, match="at most"):
+        check_stack_name("s" * (STACK_NAME_MAX + 1))
+    for env in ("dev", "prod"):
+        config = tomllib.loads((REPO_ROOT / "samconfig.toml").read_text(encoding="utf-8"))
+        check_stack_name(config[env]["deploy"]["parameters"]["stack_name"])
+
+
+def test_the_workflow_polls_crawlers_no_faster_than_every_ten_seconds(template) -> None:
+    poll = template["Parameters"]["CrawlerPollSeconds"]
+    assert poll["MinValue"] >= 10 and poll["Default"] >= poll["MinValue"]
+
+
+def test_the_spark_jobs_run_on_a_pinned_python_carrental_supports(template) -> None:
+    names = {"ArtifactsBucket": "a"}
+    parameters = resolve(definition_substitutions(template)["SparkSubmitParameters"], names)
+    pinned = re.findall(r"--conf (spark\.[\w.-]*PYSPARK_\w+)=(\S+)", parameters)
+    assert {key for key, _ in pinned} == {
+        "spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON",
+        "spark.emr-serverless.driverEnv.PYSPARK_PYTHON",
+        "spark.executorEnv.PYSPARK_PYTHON",
+    }
+    (interpreter,) = {path for _, path in pinned}
+    version = tuple(
+        int(p) for p in re.fullmatch(r"/usr/bin/python(\d+)\.(\d+)", interpreter).groups()
+    )
+    required = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"][
+        "requires-python"
+    ]
+    assert version >= tuple(int(p) for p in re.search(r">=(\d+)\.(\d+)", required).groups())
+
+
+def test_the_managed_layers_are_the_versions_the_tests_run(template) -> None:
+    from importlib.metadata import version as installed
+
+    defaults = parameter_defaults(template)
+    assert defaults["PowertoolsLayerArn"].endswith(f"/{installed('aws-lambda-powertools')}")
+    # AWSSDKPandas-Python311:24 in us-east-1 is awswrangler 3.14.0 (aws-sdk-pandas layers.rst)
+    assert defaults["AwsSdkPandasLayerArn"].endswith(":layer:AWSSDKPandas-Python311:24")
+    assert installed("awswrangler") == "3.14.0" and installed("pyarrow") == "20.0.0"

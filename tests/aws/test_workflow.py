@@ -24,15 +24,27 @@ from carrental.report import REPORTS, load_sql
 from carrental.report_html import REPORT_PAGE
 from carrental.spark.entrypoint import build_parser
 from tests.aws.conftest import REGION
-from tests.aws.report_data import RUN_ID, placeholder_count, queue_athena_results, report_results
+from tests.aws.report_data import (
+    RUN_ID,
+    athena_ends_query,
+    placeholder_count,
+    queue_athena_results,
+    report_results,
+)
 from tests.aws.sync_stand_in import (
+    CRAWLER_POLL_SECONDS,
     StandIn,
+    athena_applies_the_workgroup_output_location,
+    aws_sdk_errors_named_as_step_functions_does,
     correct_moto_crawl_status,
+    each_attempt_gets_its_task_token,
     emr_application_for_moto,
     rewrite_for_moto,
+    task_failures_keep_their_cause,
 )
 from tests.aws.template import (
     definition_substitutions,
+    iter_states,
     load_template,
     parameter_defaults,
     render_definition,
@@ -63,7 +75,10 @@ class Pipeline:
         return self.names[logical_id]
 
     def execute(
-        self, failures: dict[str, str] | None = None, on_tick: Callable[[], None] = lambda: None
+        self,
+        failures: dict[str, Any] | None = None,
+        on_tick: Callable[[], None] = lambda: None,
+        before_success: Callable[[str], None] = lambda state: None,
     ) -> tuple[dict[str, Any], StandIn]:
         batch = {
             "run_id": RUN_ID,
@@ -74,7 +89,9 @@ class Pipeline:
         execution_arn = boto3.client("stepfunctions").start_execution(
             stateMachineArn=self.state_machine_arn, name=RUN_ID, input=json.dumps(batch)
         )["executionArn"]
-        stand_in = StandIn(self.tasks_queue, self.report_handler, failures or {}, on_tick)
+        stand_in = StandIn(
+            self.tasks_queue, self.report_handler, failures or {}, on_tick, before_success
+        )
         return stand_in.run(execution_arn), stand_in
 
     def alerts(self) -> list[str]:
@@ -112,7 +129,7 @@ def _create_stack(template: dict[str, Any], report_handler: Callable[[dict], dic
     resources = template["Resources"]
     names: dict[str, Any] = {
         **parameter_defaults(template),
-        "CrawlerPollSeconds": 1,  # the template parameter that paces the crawler loop
+        "CrawlerPollSeconds": CRAWLER_POLL_SECONDS,
         "AWS::StackName": STACK,
         "AWS::Region": REGION,
         "AWS::AccountId": ACCOUNT,
@@ -185,6 +202,10 @@ def _create_stack(template: dict[str, Any], report_handler: Callable[[dict], dic
 @pytest.fixture
 def pipeline(monkeypatch, report_app, lambda_context) -> Iterator[Pipeline]:
     correct_moto_crawl_status(monkeypatch)
+    athena_applies_the_workgroup_output_location(monkeypatch)
+    aws_sdk_errors_named_as_step_functions_does(monkeypatch)
+    task_failures_keep_their_cause(monkeypatch)
+    each_attempt_gets_its_task_token(monkeypatch)
     template = load_template()
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         # A crawl lasts two seconds and the workflow polls every second: the loop turns.
@@ -359,9 +380,79 @@ def test_a_failed_summary_query_alerts_and_writes_no_report(pipeline: Pipeline) 
     assert pipeline.report_objects() == []
 
 
-def test_a_failed_report_alerts_and_fails_the_run(pipeline: Pipeline) -> None:
+def test_an_error_the_report_function_raises_alerts_and_fails_the_run(
+    pipeline: Pipeline, monkeypatch
+) -> None:
+    """A real raise in the handler (a report query Athena ends FAILED) reaches the Catch."""
+    failing = "top_users.csv"
+    athena_ends_query(monkeypatch, REPORTS[failing], "FAILED")
     queue_athena_results(list(report_results().values()))
 
-    execution, _ = pipeline.execute(failures={"WriteReport": "Lambda.Unknown"})
+    execution, stand_in = pipeline.execute()
 
-    _assert_alerted_and_failed(pipeline, execution, "Lambda.Unknown", "WriteReport")
+    alert = _assert_alerted_and_failed(pipeline, execution, "ReportQueryFailed", "WriteReport")
+    assert failing in alert and "no report file was written" in alert
+    assert len(stand_in.calls["WriteReport"]) == 1  # a function error is not retried
+    assert pipeline.report_objects() == []
+
+
+def _retried_tasks() -> dict[str, dict[str, Any]]:
+    template = load_template()
+    definition = render_definition(
+        {k: v if isinstance(v, str) else "x" for k, v in definition_substitutions(template).items()}
+    )
+    return {
+        name: state
+        for _, name, state in iter_states(definition)
+        if state["Type"] == "Task" and state.get("Retry")
+    }
+
+
+RETRIED = _retried_tasks()
+STARTS_CRAWLER = "arn:aws:states:::aws-sdk:glue:startCrawler"
+MOST_NAMES = max(len(r["ErrorEquals"]) for s in RETRIED.values() for r in s["Retry"])
+
+
+@pytest.mark.parametrize("which", range(MOST_NAMES))
+def test_each_retry_policy_recovers_from_an_error_it_names(pipeline: Pipeline, which: int) -> None:
+    """Every Task with a Retry fails once with one of the errors its policy names (run `which`
+    picks the error), and the run still succeeds. The stood-in services fail on script; the
+    crawlers are really running when the workflow starts them (Glue.CrawlerRunningException)."""
+    queue_athena_results(list(report_results().values()))
+    scripted, crawler_starts = {}, []
+    for name, state in RETRIED.items():
+        (retrier,) = state["Retry"]
+        error = retrier["ErrorEquals"][which % len(retrier["ErrorEquals"])]
+        if state["Resource"] == STARTS_CRAWLER:
+            assert error == "Glue.CrawlerRunningException"
+            crawler_starts.append(name)
+        else:
+            scripted[name] = [error]
+    spark_jobs_done = set()
+    glue = boto3.client("glue")
+
+    def crawlers_already_running(state: str) -> None:
+        if state in JOB_STATE.values():
+            spark_jobs_done.add(state)
+            if spark_jobs_done == set(JOB_STATE.values()):  # the workflow crawls next
+                for crawler in (
+                    "VehicleLocationPerformanceCrawler",
+                    "UserTransactionAnalysisCrawler",
+                ):
+                    glue.start_crawler(Name=pipeline.crawler(crawler))
+
+    execution, stand_in = pipeline.execute(
+        failures=scripted, before_success=crawlers_already_running
+    )
+
+    assert execution["status"] == "SUCCEEDED", execution.get("cause")
+    for name in scripted:
+        assert len(stand_in.calls[name]) == 2, name  # failed once, retried once
+    history = boto3.client("stepfunctions").get_execution_history(
+        executionArn=execution["executionArn"]
+    )["events"]
+    crawl_errors = [
+        e["taskFailedEventDetails"]["error"] for e in history if e["type"] == "TaskFailed"
+    ]
+    assert crawl_errors.count("Glue.CrawlerRunningException") >= len(crawler_starts)
+    assert len(crawler_starts) == 2 and len(scripted) == len(RETRIED) - 2
