@@ -27,6 +27,7 @@ import csv
 import hashlib
 import io
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
@@ -48,6 +49,8 @@ BLOCK_SIZE = 256 * 1024
 CHECK_ROWS_BYTES = 2 * 1024 * 1024
 SNIFF_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 64 * 1024
+# How long an early stop waits for pyarrow's readahead thread to see the end of the stream.
+_READAHEAD_SETTLE_SECONDS = 0.5
 # Rows with a wrong number of fields are remembered (by number) up to this many, then reading stops.
 MAX_BAD_ROWS = 1000
 
@@ -229,6 +232,7 @@ class _CountingStream:
         self.first_non_utf8_byte: int | None = None  # offset in the file
         self.first_nul_byte: int | None = None  # offset in the file
         self.closed = False
+        self.end_served = threading.Event()  # a read after close() was answered
 
     def _pull(self, n: int) -> bytes:
         data = self._raw.read(n)
@@ -262,6 +266,9 @@ class _CountingStream:
         return self._pending[:n]
 
     def read(self, n: int = -1) -> bytes:
+        if self.closed:  # see _RowChecker.read
+            self.end_served.set()
+            return b""
         if n is None or n < 0:
             data, self._pending = self._pending + self._pull(-1), b""
             return data
@@ -417,13 +424,24 @@ class _RowChecker:
     def read(self, header: tuple[str, ...]) -> None:
         if not self._stream.peek(1):
             return  # a header and nothing else (pyarrow refuses an empty input)
+        read_to_the_end = False
         try:
             with self._bad_rows_not_utf8_are_not_printed():
                 self._read(header)
+            read_to_the_end = self._stopped is None
         except pa.ArrowInvalid as exc:
             self._stopped = self._unreadable(exc)
         except UnicodeDecodeError:  # see _bad_rows_not_utf8_are_not_printed
             self._stopped = self._bad_row_not_utf8()
+        finally:
+            if not read_to_the_end:
+                # pyarrow's readahead thread reads on after an early stop, and a process that
+                # ends while that thread calls back into Python aborts ("terminate called
+                # without an active exception", seen with pyarrow 20). A closed stream answers
+                # its next read with the end of the file; waiting for that read (briefly: a
+                # thread with a full readahead queue reads no more) lets it finish first.
+                self._stream.close()
+                self._stream.end_served.wait(_READAHEAD_SETTLE_SECONDS)
 
     def _read(self, header: tuple[str, ...]) -> None:
         # Opening already reads and parses the first block.
