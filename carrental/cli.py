@@ -180,6 +180,68 @@ def _query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runs(args: argparse.Namespace) -> int:
+    from rich import box
+    from rich.table import Table
+
+    from carrental.local.output import console as output_console
+    from carrental.local.output import safe_text, to_json
+    from carrental.local.runs import UnknownRun, compare, list_runs
+    from carrental.local.store import LakeError, LocalLake
+    from carrental.publishing import RecordError
+
+    try:
+        lake = LocalLake(args.lake)
+        if args.compare:
+            rows = compare(lake, *args.compare)
+        else:
+            runs = list_runs(lake)
+    except (LakeError, RecordError, UnknownRun) as exc:
+        _error("runs", str(exc))
+        return 1
+    if args.json:
+        _utf8_stdout()
+        if args.compare:
+            keys = ("metric", args.compare[0], args.compare[1], "difference")
+            print(to_json([dict(zip(keys, row, strict=True)) for row in rows], indent=1))
+        else:
+            print(to_json([run.to_dict() for run in runs], indent=1))
+        return 0
+    console = output_console()
+    if args.compare:
+        table = Table(box=box.SIMPLE_HEAD)
+        table.add_column("metric", no_wrap=True)
+        for run_id in args.compare:
+            table.add_column(run_id, justify="right")
+        table.add_column("difference", justify="right")
+        for row in rows:
+            table.add_row(*map(safe_text, row))
+    elif not runs:
+        print(f"no runs yet in {args.lake}: carrental run --lake {args.lake}")
+        return 0
+    else:
+        table = Table(box=box.SIMPLE_HEAD)
+        table.add_column("run", no_wrap=True)
+        table.add_column("started (UTC)", no_wrap=True)
+        table.add_column("status", min_width=len("interrupted"))
+        table.add_column("files", justify="right")
+        table.add_column("held back", justify="right")
+        table.add_column("revenue", justify="right", no_wrap=True)
+        for run in runs:
+            status = f"{run.state}: {run.failed_stage}" if run.failed_stage else run.state
+            row = (
+                run.run_id,
+                run.started_at[:16].replace("T", " "),
+                status,
+                run.inputs,
+                run.held_back or "",
+                run.total_revenue,
+            )
+            table.add_row(*map(safe_text, row))
+    console.print(table)
+    return 0
+
+
 def _deploy_jobs(args: argparse.Namespace) -> int:
     from carrental.deploy import (
         DeployError,
@@ -405,6 +467,19 @@ def build_parser() -> argparse.ArgumentParser:
         "rule at run time, foreign keys included (0.05)",
     )
     run.set_defaults(handler=_run)
+
+    runs = commands.add_parser(
+        "runs", help="list the runs of a lake, or compare two runs' headline KPIs"
+    )
+    runs.add_argument("--lake", type=Path, default=Path(".lake"), help="lake folder (.lake/)")
+    runs.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="each headline KPI of runs A and B, and B - A",
+    )
+    runs.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    runs.set_defaults(handler=_runs)
 
     query = commands.add_parser(
         "query", help="run Athena (Trino) SQL against the local catalog of the latest run"

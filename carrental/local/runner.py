@@ -312,6 +312,8 @@ def run_pipeline(
                     finished_at=utc_now().isoformat(),
                     tables=tables,
                     held_back=[h["source_file"] for h in held],
+                    # the headline, kept for `carrental runs` after the report is pruned
+                    summary=reports["summary.csv"].values.tolist(),
                 )
         except BaseException as exc:
             state = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
