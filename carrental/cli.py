@@ -102,6 +102,15 @@ def _contracts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_files(paths: list[Path]) -> None:
+    for path in paths:
+        if not path.exists():
+            raise UsageError(f"{path}: no such file")
+        if not path.is_file():
+            kind = "a folder" if path.is_dir() else "not a regular file"
+            raise UsageError(f"{path} is {kind}: pass CSV files")
+
+
 def _run(args: argparse.Namespace) -> int:
     from carrental.local.console import Progress, print_summary
     from carrental.local.output import console as output_console
@@ -136,12 +145,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
     if args.dataset is not None:
         infer_dataset("", args.dataset)  # an unknown --dataset is a usage error (exit 2)
-    for path in args.files:
-        if not path.exists():
-            raise UsageError(f"{path}: no such file")
-        if not path.is_file():
-            kind = "a folder" if path.is_dir() else "not a regular file"
-            raise UsageError(f"{path} is {kind}: pass CSV files")
+    _check_files(args.files)
     console = output_console()
     try:
         ingested = ingest_files(
@@ -231,12 +235,7 @@ def _validate(args: argparse.Namespace) -> int:
 
     if args.dataset is not None:
         infer_dataset("", args.dataset)  # an unknown --dataset is a usage error (exit 2)
-    for path in args.files:
-        if not path.exists():
-            raise UsageError(f"{path}: no such file")
-        if not path.is_file():
-            kind = "a folder" if path.is_dir() else "not a regular file"
-            raise UsageError(f"{path} is {kind}: pass CSV files")
+    _check_files(args.files)
     threshold = DEFAULT_REJECT_THRESHOLD if args.reject_threshold is None else args.reject_threshold
     verdicts = []
     for path in args.files:

@@ -55,7 +55,7 @@ class Progress(Stages):
         self.console.print(Text("✓ ", style="green") + plain(f"{name} ({elapsed:.1f} s)"))
 
     def note(self, text: str) -> None:
-        self.console.print(Text("! ", style="yellow") + plain(text))
+        self.console.print(Text("! ", style="yellow") + plain(text), soft_wrap=True)
 
 
 def print_ingested(ingested: Ingested, console: Console) -> None:

@@ -72,7 +72,7 @@ class StageError(RuntimeError):
 
 
 def unchanged(published: str | None) -> str:
-    return f"the published run {published} is unchanged" if published else "nothing is published"
+    return f"the published run {published} is unchanged" if published else "no run is published yet"
 
 
 @dataclass
@@ -188,9 +188,9 @@ def run_spark_jobs(
     leaves that connection out of step with the JVM (the next call reads the previous one's
     answer: "functions.col does not exist in the JVM"), and the handler PySpark installs when
     it starts a session in the main thread calls the JVM from inside such a call (a Py4JError
-    and its traceback). Started in another thread, PySpark installs no handler; on Ctrl-C this
-    thread cancels the run's Spark jobs until the Spark thread has stopped (and stopped the
-    session it started, which removes Spark's temporary folders), then raises
+    and its traceback). Started in another thread, PySpark installs no handler. On Ctrl-C this
+    thread cancels the run's Spark jobs, running and future, waits for the Spark thread to stop
+    (and to stop the session it started, which removes Spark's temporary folders), then raises
     KeyboardInterrupt."""
     from pyspark.sql import SparkSession
 
@@ -261,6 +261,7 @@ def _spark_jobs(store, run_id, log_file, on_job, running, outcome, stopping):
         outcome["spark"] = spark
         # Spark's temporary folder (spark.local.dir): <it>/spark-<uuid>/userFiles-<uuid>
         outcome["temporary"] = [Path(SparkFiles.getRootDirectory()).parents[1]]
+        # The job group is this thread's (PySpark pins a JVM thread to each Python thread).
         spark.sparkContext.setJobGroup(run_id, f"carrental run {run_id}", interruptOnCancel=True)
         root = str(store.root.resolve())
         source = StagedInputs(root, store.manifest(run_id))
@@ -295,8 +296,6 @@ def _spark_jobs(store, run_id, log_file, on_job, running, outcome, stopping):
     finally:
         if running is None:
             spark.stop()
-        else:
-            spark.sparkContext.setJobGroup(None, None)
     return tables, held_back, timings
 
 
@@ -312,13 +311,11 @@ _JAVA_FILE = re.compile(r"file:(/\S+?)\.?(?:\s|$)")
 
 def spark_failure(exc: Exception, log_file: Path, folders: list[Path]) -> StageError:
     """A failed Spark stage in one line: a refused write (a full disk…) as the path and what to
-    do; anything else as the error's first lines. The whole error goes to the log.
+    do; anything else as the error's first lines (the whole error goes to the log).
 
     `folders` are where Spark writes (the tables, its temporary folder): when the error names
     no file, the one with the least free space is named."""
     text = str(exc)
-    with contextlib.suppress(OSError), open(log_file, "a", encoding="utf-8") as log:
-        log.write(f"\ncarrental run: the spark jobs stage failed:\n{type(exc).__name__}: {text}\n")
     for phrase, code in _JAVA_OS_ERRORS.items():
         if phrase in text:
             path = _JAVA_FILE.search(text)
@@ -382,7 +379,7 @@ def write_report(con, run_id: str, report_dir: Path) -> dict[str, pd.DataFrame]:
         staging.rename(report_dir)
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(exc, OSError) and exc.filename is None:  # a write of pandas' or ours
+        if isinstance(exc, OSError) and exc.errno and exc.filename is None:  # pandas' writes
             exc.filename = str(report_dir)
         raise
     return reports
@@ -465,7 +462,7 @@ class _Run:
             self.stage = "hold back"
             hold_back(store, run_id, held)
             for h in held:
-                self.stages.note(f"held back {h['source_file']}: {h['reason']}")
+                self.stages.note(f"{h['source_file']}: {h['reason']}")
         report_dir = store.report_folder(run_id)
         with self.step("summary + report"):
             try:
@@ -534,6 +531,8 @@ class _Run:
             # A second Ctrl-C does not cut this short; a full disk may keep the status out.
             with contextlib.suppress(KeyboardInterrupt), INTERRUPTS.held():
                 self.store.discard_outputs(self.run_id)
+                if isinstance(replacement, StageError) and replacement.log:
+                    _log_cause(replacement)
                 with contextlib.suppress(OSError, LakeError):
                     self.store.record_status(
                         self.run_id,
@@ -543,6 +542,19 @@ class _Run:
                         error="Ctrl-C" if interrupted else str(replacement),
                     )
         return replacement
+
+
+def _log_cause(error: StageError) -> None:
+    """Append the whole error behind `error` to its log (a Java one runs to hundreds of lines);
+    if that cannot be written either, the message stops pointing at the log."""
+    cause = error.__cause__
+    if cause is None:
+        return
+    try:
+        with open(error.log, "a", encoding="utf-8") as log:
+            log.write(f"\ncarrental run: {error.stage} failed:\n{type(cause).__name__}: {cause}\n")
+    except OSError:
+        error.log = None
 
 
 def run_pipeline(
@@ -560,11 +572,12 @@ def run_pipeline(
     run_id = lake.check_run_id(run_id) if run_id else None
     store = LocalLake(lake_root)
     with INTERRUPTS, store.run_lock():
-        try:
-            store.clean_leftovers()
-        except OSError as exc:
-            raise LakeError(os_error_message(exc)) from None
-        run = _Run(store, stages or Stages(), reject_threshold)
+        with INTERRUPTS.reported_as("interrupted during start; nothing was published"):
+            try:
+                store.clean_leftovers()
+                run = _Run(store, stages or Stages(), reject_threshold)
+            except OSError as exc:
+                raise LakeError(os_error_message(exc)) from None
         try:
             return run.through(files, run_id)
         except BaseException as exc:

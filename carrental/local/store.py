@@ -115,7 +115,7 @@ def os_error_message(exc: OSError, path: Path | str | None = None, verb: str = "
     """One line for a failed read or write: the path (`exc.filename`, else `path`), what went
     wrong, and what to do."""
     where = exc.filename or path
-    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    reason = _reason(exc)
     if exc.errno == errno.ENOSPC and where is not None:
         free = free_space(Path(where))
         if free is not None:
@@ -241,8 +241,8 @@ class LocalLake:
         the key raw/<dataset>/<file name> (a file of the same name replaces the earlier one).
         A rejected file is quarantined with its error report; nothing else changes.
 
-        Raises UnreadableInput when `source` cannot be read, LakeError when the lake cannot be written
-        (nothing of the file is left in the lake then). A rejected file whose quarantine fails
+        Raises UnreadableInput when `source` cannot be read, LakeError when the lake cannot be
+        written (nothing of the file is left in the lake then). A rejected file whose quarantine fails
         still gets its verdict, with `not_quarantined` saying why."""
         name = infer_dataset(str(source), dataset)
         staged_folder = self.root / lake.STAGED / name
@@ -526,6 +526,7 @@ class LocalLake:
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.errno:
-        return os.strerror(exc.errno)
+    """What went wrong, without the path (the message names that itself)."""
+    if isinstance(exc, OSError):
+        return os.strerror(exc.errno) if exc.errno else str(exc.args[0] if exc.args else exc)
     return f"{type(exc).__name__}: {exc}" if isinstance(exc, (KeyError, TypeError)) else str(exc)

@@ -39,6 +39,7 @@ def commands_that_print(lake: Path, batch: Path, tmp: Path) -> dict[str, list[st
         "contracts": ["contracts"],
         "validate": ["validate", str(batch / "users.csv"), str(batch / "vehicles.csv")],
         "validate --json": ["validate", "--json", str(batch / "users.csv")],
+        "ingest": ["ingest", "--lake", str(tmp / "lake"), str(batch / "users.csv")],
         "sync-template-sql --check": ["sync-template-sql", "--check"],
         **{
             f"query --format {fmt}": [
