@@ -242,8 +242,8 @@ class LocalLake:
         A rejected file is quarantined with its error report; nothing else changes.
 
         Raises UnreadableInput when `source` cannot be read, LakeError when the lake cannot be
-        written (nothing of the file is left in the lake then). A rejected file whose quarantine fails
-        still gets its verdict, with `not_quarantined` saying why."""
+        written (nothing of the file is left in the lake then). A rejected file whose
+        quarantine fails still gets its verdict, with `not_quarantined` saying why."""
         name = infer_dataset(str(source), dataset)
         staged_folder = self.root / lake.STAGED / name
         try:

@@ -216,3 +216,25 @@ def test_a_disk_that_fills_up_during_a_run(tiny_batch, tmp_path, monkeypatch, ca
         assert current_run(lake) == "r1"
         status = run_status(lake, "full")
         assert (status["state"], status["failed_stage"]) == ("failed", stage)
+
+
+@pytest.mark.spark
+def test_a_full_disk_under_sparks_temporary_folder(tiny_batch, tmp_path):
+    """Spark's own scratch space (spark.local.dir, here SPARK_LOCAL_DIRS) on a full disk: the
+    error names no file, the line names the folder that is full."""
+    lake = ready_lake(tmp_path / "lake", tiny_batch)
+    record = (lake / "published" / "runs.jsonl").read_bytes()
+    with small_disk(tmp_path / "scratch", size="2m") as scratch:
+        fill_disk(scratch)
+        env = {"SPARK_LOCAL_DIRS": str(scratch)}
+        result = run_cli("run", "--lake", str(lake), "--run-id", "full", env=env, timeout=300)
+    log = lake / "runs" / "full" / "spark.log"
+    assert (result.returncode, result.stdout) == (1, b"")
+    assert re.fullmatch(
+        rf"carrental run: spark jobs failed: cannot write {re.escape(str(scratch))}: "
+        rf"{FREE_SPACE} \(details in {re.escape(str(log))}\); the published run r1 is unchanged",
+        result.stderr.decode().splitlines()[-1],
+    ), result.stderr
+    assert "No space left on device" in log.read_text()
+    assert leftovers(lake) == [] and (lake / "published" / "runs.jsonl").read_bytes() == record
+    assert run_status(lake, "full")["state"] == "failed"
