@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from carrental.cli import main
-from carrental.local import runner
+from carrental.local import runner, store
 from tests.hostile.conftest import (
     current_run,
     file_states,
@@ -176,30 +176,32 @@ def test_a_full_disk_while_ingesting_leaves_nothing(tiny_batch, tmp_path):
 
 
 @pytest.mark.spark
-@pytest.mark.parametrize("stage", ["spark jobs", "summary + report"])
+@pytest.mark.parametrize("stage", ["spark jobs", "summary + report", "publish"])
 def test_a_disk_that_fills_up_during_a_run(tiny_batch, tmp_path, monkeypatch, capsys, stage):
     """The disk fills up as the stage starts; for Spark, room is left for its first files, so
     that Spark's own write fails mid-way."""
-    target, leave = {
-        "spark jobs": ("run_spark_jobs", 64 * 1024),
-        "summary + report": ("write_report", 0),
+    owner, target, leave = {
+        "spark jobs": (runner, "run_spark_jobs", 64 * 1024),
+        "summary + report": (runner, "write_report", 0),
+        "publish": (store.LocalLake, "publish", 0),
     }[stage]
-    original = getattr(runner, target)
+    original = getattr(owner, target)
 
     def on_a_full_disk(*args):
         fill_disk(disk, leave)
         return original(*args)
 
-    monkeypatch.setattr(runner, target, on_a_full_disk)
     with small_disk(tmp_path / "disk", size="32m") as disk:
         lake = ready_lake(disk / "lake", tiny_batch)
         record = (lake / "published" / "runs.jsonl").read_bytes()
+        monkeypatch.setattr(owner, target, on_a_full_disk)
         assert main(["run", "--lake", str(lake), "--run-id", "full"]) == 1
         line = error_line(capsys)
         where = {
             # the file Spark names, else the folder it writes into
             "spark jobs": rf"{re.escape(str(lake))}/processed(/\w+/run_id=full)?",
             "summary + report": re.escape(str(lake / "reports" / "full")),
+            "publish": re.escape(str(lake / "published" / "runs.jsonl")),
         }[stage]
         log = lake / "runs" / "full" / "spark.log"
         assert re.fullmatch(
