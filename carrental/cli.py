@@ -8,18 +8,16 @@ command ended by SIGPIPE. None of them ends with a traceback for a user's mistak
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import shutil
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
 from carrental import __version__
 from carrental.contracts import DEFAULT_REJECT_THRESHOLD
+from carrental.local.interrupts import INTERRUPTS, Interrupted
 
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
@@ -104,6 +102,15 @@ def _contracts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_files(paths: list[Path]) -> None:
+    for path in paths:
+        if not path.exists():
+            raise UsageError(f"{path}: no such file")
+        if not path.is_file():
+            kind = "a folder" if path.is_dir() else "not a regular file"
+            raise UsageError(f"{path} is {kind}: pass CSV files")
+
+
 def _run(args: argparse.Namespace) -> int:
     from carrental.local.console import Progress, print_summary
     from carrental.local.output import console as output_console
@@ -117,16 +124,15 @@ def _run(args: argparse.Namespace) -> int:
             args.lake, args.input, args.run_id, Progress(console), args.reject_threshold
         )
     except StageError as exc:
-        console.print(safe_text(f"carrental run: stage '{exc.stage}' failed", style="red bold"))
-        console.print(safe_text(str(exc), keep="\n"))
-        if exc.log:
-            console.print(safe_text(f"log: {exc.log}"))
-        console.print("the previous published run, its tables and report are unchanged")
+        if exc.details:
+            console.print(safe_text(exc.details, keep="\n"), soft_wrap=True)
+        _error("run", exc.summary())
         return 1
     except LakeError as exc:
-        print(f"carrental run: {exc}", file=sys.stderr)
+        _error("run", str(exc))
         return 1
-    print_summary(result, output_console())
+    with INTERRUPTS.reported_as(f"interrupted after publishing run {result.run_id}"):
+        print_summary(result, output_console())
     return 0
 
 
@@ -139,9 +145,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
     if args.dataset is not None:
         infer_dataset("", args.dataset)  # an unknown --dataset is a usage error (exit 2)
-    missing = [str(path) for path in args.files if not path.is_file()]
-    if missing:
-        raise ValueError(f"not a file: {', '.join(missing)}")
+    _check_files(args.files)
     console = output_console()
     try:
         ingested = ingest_files(
@@ -151,7 +155,7 @@ def _ingest(args: argparse.Namespace) -> int:
             lambda i: print_ingested(i, console),
         )
     except LakeError as exc:
-        print(f"carrental ingest: {exc}", file=sys.stderr)
+        _error("ingest", str(exc))
         return 1
     return 0 if all(i.verdict.accepted for i in ingested) else 1
 
@@ -166,7 +170,7 @@ def _query(args: argparse.Namespace) -> int:
     except CatalogError as exc:
         _error("query", str(exc))
         return 1
-    _interrupts.also_call(con.interrupt)
+    INTERRUPTS.also_call(con.interrupt)
     try:
         result = run(con, readable_folders(args.lake), args.sql)
         if args.format != "table":
@@ -310,12 +314,7 @@ def _validate(args: argparse.Namespace) -> int:
 
     if args.dataset is not None:
         infer_dataset("", args.dataset)  # an unknown --dataset is a usage error (exit 2)
-    for path in args.files:
-        if not path.exists():
-            raise UsageError(f"{path}: no such file")
-        if not path.is_file():
-            kind = "a folder" if path.is_dir() else "not a regular file"
-            raise UsageError(f"{path} is {kind}: pass CSV files")
+    _check_files(args.files)
     threshold = DEFAULT_REJECT_THRESHOLD if args.reject_threshold is None else args.reject_threshold
     verdicts = []
     for path in args.files:
@@ -323,7 +322,7 @@ def _validate(args: argparse.Namespace) -> int:
             verdicts.append(validate_path(path, dataset=args.dataset, reject_threshold=threshold))
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    _interrupts.check()  # a verdict computed across a Ctrl-C is not one
+    INTERRUPTS.check()  # a verdict computed across a Ctrl-C is not one
     if args.json:
         _utf8_stdout()
         print(to_json([v.to_dict() for v in verdicts], indent=2))
@@ -590,67 +589,23 @@ def _silence_stdout() -> None:
         pass
 
 
-class _Interrupts:
-    """Remembers a Ctrl-C. Libraries sometimes turn the KeyboardInterrupt raised inside them
-    into an error of their own (DuckDB: RuntimeError "Query interrupted"; pyarrow importing
-    pandas: AttributeError "partially initialized module"), or swallow it and go on. After a
-    SIGINT, an error, or a result, is the interrupt's doing and is reported as the interrupt."""
-
-    def __init__(self) -> None:
-        self.seen = False
-        self._previous = None
-        self._callbacks: list = []
-
-    def also_call(self, callback) -> None:
-        """Call `callback()` on Ctrl-C, e.g. DuckDB's connection.interrupt(): DuckDB sees the
-        KeyboardInterrupt only when it happens to check for one, and may drop it."""
-        self._callbacks.append(callback)
-
-    def _handler(self, signum, frame) -> None:
-        self.seen = True
-        for callback in self._callbacks:
-            with contextlib.suppress(Exception):  # e.g. a connection closed meanwhile
-                callback()
-        raise KeyboardInterrupt
-
-    def check(self) -> None:
-        """Raise KeyboardInterrupt if one was swallowed: before printing a result."""
-        if self.seen:
-            raise KeyboardInterrupt
-
-    def __enter__(self) -> _Interrupts:
-        self.seen = False
-        self._callbacks.clear()
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-
-
-_interrupts = _Interrupts()
-
-
 def main(argv: list[str] | None = None) -> int:
     _tolerant_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
-    with _interrupts:
+    with INTERRUPTS:
         try:
             code = args.handler(args)
-            _interrupts.check()
+            INTERRUPTS.check()
             return code
-        except KeyboardInterrupt:
-            _error(args.command, "interrupted")
+        except KeyboardInterrupt as exc:
+            _error(args.command, str(exc) if isinstance(exc, Interrupted) else "interrupted")
             return EXIT_INTERRUPTED
         except BrokenPipeError:
             _silence_stdout()
             return EXIT_BROKEN_PIPE
         except Exception as exc:
-            if _interrupts.seen:
+            if INTERRUPTS.seen:
                 _error(args.command, "interrupted")
                 return EXIT_INTERRUPTED
             if isinstance(exc, ValueError):

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from carrental.local.interrupts import INTERRUPTS
 from carrental.local.output import safe_text
 from carrental.local.runner import RunResult, Stages
 from carrental.local.store import Ingested
@@ -42,7 +43,9 @@ class Progress(Stages):
 
             try:
                 yield detail
-            except BaseException:
+            except BaseException as exc:
+                if isinstance(exc, KeyboardInterrupt) or INTERRUPTS.seen:
+                    raise  # the command's last line names the interrupted stage
                 elapsed = time.perf_counter() - started
                 self.console.print(
                     Text("✗ ", style="red") + plain(f"{name} failed after {elapsed:.1f} s")
@@ -52,22 +55,29 @@ class Progress(Stages):
         self.console.print(Text("✓ ", style="green") + plain(f"{name} ({elapsed:.1f} s)"))
 
     def note(self, text: str) -> None:
-        self.console.print(Text("! ", style="yellow") + plain(text))
+        self.console.print(Text("! ", style="yellow") + plain(text), soft_wrap=True)
 
 
 def print_ingested(ingested: Ingested, console: Console) -> None:
+    """One line for an accepted file; a rejected one's verdict and where its evidence went.
+    Long lines are left to the terminal to wrap (a path stays one piece when copied)."""
     verdict = ingested.verdict
     if verdict.accepted:
         console.print(
             plain(
                 f"{verdict.source}: accepted as {ingested.accepted.key} ({ingested.change}, "
                 f"{verdict.rows:,} rows)"
-            )
+            ),
+            soft_wrap=True,
         )
         return
-    console.print(plain(verdict.render()))
-    copy, report = ingested.quarantined
-    console.print(plain(f"  quarantined to {copy} (error report {report})"))
+    console.print(safe_text(verdict.render(), keep="\n"), soft_wrap=True)
+    if ingested.quarantined:
+        copy, report = ingested.quarantined
+        where = f"  quarantined to {copy} (error report {report})"
+    else:
+        where = f"  not quarantined: {ingested.not_quarantined}"
+    console.print(plain(where), soft_wrap=True)
 
 
 def print_summary(result: RunResult, console: Console) -> None:
