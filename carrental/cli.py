@@ -112,17 +112,16 @@ def _check_files(paths: list[Path]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from carrental.local.console import Progress, print_summary
+    from carrental.local.console import Progress, print_summary, print_timings, run_json
     from carrental.local.output import console as output_console
-    from carrental.local.output import safe_text
-    from carrental.local.runner import StageError, run_pipeline
+    from carrental.local.output import safe_text, to_json
+    from carrental.local.runner import StageError, Stages, run_pipeline
     from carrental.local.store import LakeError
 
     console = output_console(stderr=True)
+    stages = Stages() if args.quiet or args.json else Progress(console)
     try:
-        result = run_pipeline(
-            args.lake, args.input, args.run_id, Progress(console), args.reject_threshold
-        )
+        result = run_pipeline(args.lake, args.input, args.run_id, stages, args.reject_threshold)
     except StageError as exc:
         if exc.details:
             console.print(safe_text(exc.details, keep="\n"), soft_wrap=True)
@@ -132,7 +131,13 @@ def _run(args: argparse.Namespace) -> int:
         _error("run", str(exc))
         return 1
     with INTERRUPTS.reported_as(f"interrupted after publishing run {result.run_id}"):
-        print_summary(result, output_console())
+        if args.json:
+            _utf8_stdout()
+            print(to_json(run_json(result), indent=1))
+        elif not args.quiet:
+            print_summary(result, output_console())
+            if args.verbose:
+                print_timings(result, output_console())
     return 0
 
 
@@ -464,6 +469,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_REJECT_THRESHOLD,
         help="hold back a rentals file when more than this fraction of its rows break a reject "
         "rule at run time, foreign keys included (0.05)",
+    )
+    shown = run.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--json",
+        action="store_true",
+        help="print the result as JSON on stdout (run id, status, tables and rows, report)",
+    )
+    shown.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    shown.add_argument(
+        "--verbose", action="store_true", help="also print each step's time and Spark's log"
+    )
+    run.epilog = (
+        "exit codes: 0 published, 1 failed (nothing published), 2 usage error, 130 interrupted"
     )
     run.set_defaults(handler=_run)
 

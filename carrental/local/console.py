@@ -8,8 +8,11 @@ markup or emoji codes, control characters shown escaped.
 from __future__ import annotations
 
 import contextlib
+import shlex
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -117,5 +120,40 @@ def print_summary(result: RunResult, console: Console) -> None:
         )
     )
     console.print(plain(f"report: {(result.report_dir / REPORT_PAGE).resolve()}"))
-    console.print(plain(f'query the tables: carrental query --lake {result.lake} "SELECT …"'))
+    console.print(plain(f"query the tables: {query_command(result.lake)}"))
     console.print(plain(f"done in {sum(result.timings.values()):.1f} s"))
+
+
+def print_timings(result: RunResult, console: Console) -> None:
+    """--verbose: where the run's time went, step by step, and where Spark's own log is."""
+    for step, seconds in {**result.timings, **result.job_timings}.items():
+        console.print(plain(f"  {step:<32} {seconds:7.1f} s"))
+    console.print(plain(f"  Spark's log: {result.log_file}"))
+
+
+def command_name() -> str:
+    """How this process was started, so that a printed command works when pasted: the path
+    typed (`.venv/bin/carrental`), else `python -m carrental.cli`."""
+    program = Path(sys.argv[0])
+    if program.name == "carrental":
+        return shlex.quote(str(program))
+    return f"{shlex.quote(sys.executable)} -m carrental.cli"
+
+
+def query_command(lake: Path) -> str:
+    sql = "SELECT * FROM location_performance ORDER BY total_revenue DESC LIMIT 5"
+    return f"{command_name()} query --lake {shlex.quote(str(lake))} {shlex.quote(sql)}"
+
+
+def run_json(result: RunResult) -> dict:
+    """--json: the run's result for scripts."""
+    return {
+        "run_id": result.run_id,
+        "status": "published",
+        "lake": str(result.lake.resolve()),
+        "tables": result.tables,
+        "held_back": [h["source_file"] for h in result.held_back],
+        "report": str((result.report_dir / REPORT_PAGE).resolve()),
+        "report_dir": str(result.report_dir.resolve()),
+        "seconds": round(sum(result.timings.values()), 1),
+    }

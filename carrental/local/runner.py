@@ -86,6 +86,10 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     job_timings: dict[str, float] = field(default_factory=dict)  # Spark step -> seconds
 
+    @property
+    def log_file(self) -> Path:
+        return Path(lake.run_prefix(str(self.lake), self.run_id)) / SPARK_LOG
+
 
 class Stages:
     """How a run reports its stages; the default says nothing (the CLI shows a live view)."""
