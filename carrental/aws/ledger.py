@@ -37,6 +37,7 @@ from carrental.inputs import HISTORY_DATASET, InputFile, Inputs
 
 HISTORY, SNAPSHOT, VALIDATING, PIPELINE = "history", "snapshot", "validating", "pipeline"
 ACTIVITY, LOCK = "activity", "lock"
+EXPIRES_AT = "expires_at"  # the table's time-to-live attribute (template.yaml, LedgerTable)
 # Attempts at a conditional write whose item another function changed in between.
 CONFLICT_ATTEMPTS = 5
 # SendMessage's DelaySeconds: "Valid values: 0 to 900":
@@ -298,7 +299,7 @@ class Ledger:
                 **({"version_id": _s(version_id)} if version_id else {}),
                 "started_at": _s(_timestamp(now)),
                 "attempt": _s(attempt),
-                "expires_at": _n(int((now + keep).timestamp())),
+                EXPIRES_AT: _n(int((now + keep).timestamp())),
             },
         )
 

@@ -75,7 +75,10 @@ def record_metrics(outcome: Outcome) -> None:
     if outcome.verdict is None:  # ignored, refused, duplicate, superseded or missing
         metrics.add_metric(name="EventsSkipped", unit=MetricUnit.Count, value=1)
         return
-    name = "FilesAccepted" if outcome.verdict.accepted else "FilesRejected"
-    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+    metrics.add_metric(
+        name="FilesAccepted" if outcome.verdict.accepted else "FilesRejected",
+        unit=MetricUnit.Count,
+        value=1,
+    )
     metrics.add_metric(name="RowsValidated", unit=MetricUnit.Count, value=outcome.verdict.rows)
     metrics.add_metric(name="BytesValidated", unit=MetricUnit.Bytes, value=outcome.verdict.bytes)

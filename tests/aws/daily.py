@@ -6,7 +6,9 @@ scheduler's start on the queue's messages (as Lambda's SQS poller hands them ove
 on the execution-ended events (as EventBridge delivers them).
 
 Time is a `Clock` the handlers read (their modules' `clock`) and moto's SQS reads too, so the
-settle window passes when a test says so, not by sleeping.
+settle window passes when a test says so, not by sleeping. Resources have the names and ARNs a
+stack named carrental-test gets (tests/aws/template.py, example_names), so that the calls the
+functions make can be checked against the template's policies (test_iam_coverage.py).
 """
 
 from __future__ import annotations
@@ -28,11 +30,10 @@ from carrental import lake
 from carrental.inputs import Manifest
 from tests.aws.conftest import REGION, LambdaContext
 from tests.aws.sync_stand_in import task_failures_keep_their_cause
-from tests.aws.template import REPO_ROOT, load_template, parameter_defaults, resolve
+from tests.aws.template import ACCOUNT, REPO_ROOT, example_names, load_template, resolve
 
-ACCOUNT = "123456789012"
-BUCKET = "carrental-dev-datalake"  # the bucket named in events/*.json
-STACK = "carrental-test"
+NAMES = example_names(load_template())
+BUCKET = NAMES["DataLakeBucket"]
 EVENTS = REPO_ROOT / "events"
 SAMPLE = REPO_ROOT / "data" / "sample"
 DATASETS = ("vehicles", "locations", "users", "rental_transactions")
@@ -107,6 +108,7 @@ class DailyStack:
         put = self.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
         event = json.loads((EVENTS / "users_created.json").read_text(encoding="utf-8"))
         event["time"] = self.clock.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        event["detail"]["bucket"]["name"] = BUCKET
         event["detail"]["object"].update(
             key=key,
             size=len(body),
@@ -291,22 +293,22 @@ def create_daily_stack(
     versioning = resources["DataLakeBucket"]["Properties"]["VersioningConfiguration"]
     s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration=versioning)
     dynamodb = boto3.client("dynamodb")
-    table = f"{STACK}-LedgerTable"
+    table = NAMES["LedgerTable"]
     dynamodb.create_table(TableName=table, **table_properties(template, "LedgerTable"))
     ttl = resources["LedgerTable"]["Properties"]["TimeToLiveSpecification"]
     dynamodb.update_time_to_live(TableName=table, TimeToLiveSpecification=ttl)
     queue_props = resources["RunRequestQueue"]["Properties"]
     queue = sqs.create_queue(
-        QueueName=f"{STACK}-RunRequestQueue",
+        QueueName=NAMES["RunRequestQueue.QueueName"],
         Attributes={"VisibilityTimeout": str(queue_props["VisibilityTimeout"])},
     )["QueueUrl"]
-    topic = sns.create_topic(Name=f"{STACK}-alerts")["TopicArn"]
+    topic = sns.create_topic(Name=NAMES["AlertTopic"].rsplit(":", 1)[1])["TopicArn"]
     alerts = sqs.create_queue(QueueName="alerts-inbox")["QueueUrl"]
     alerts_arn = sqs.get_queue_attributes(QueueUrl=alerts, AttributeNames=["QueueArn"])
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=alerts_arn["Attributes"]["QueueArn"])
     control = sqs.create_queue(QueueName="executions-waiting")["QueueUrl"]
     machine = boto3.client("stepfunctions").create_state_machine(
-        name=f"{STACK}-pipeline",
+        name=NAMES["CarRentalPipeline.Name"],
         definition=json.dumps(
             {
                 "StartAt": "Run",
@@ -325,14 +327,8 @@ def create_daily_stack(
         ),
         roleArn=f"arn:aws:iam::{ACCOUNT}:role/pipeline",
     )["stateMachineArn"]
-    names = {
-        **parameter_defaults(template),
-        "AlertTopic": topic,
-        "LedgerTable": table,
-        "RunRequestQueue": queue,
-        "DataLakeBucket": BUCKET,
-        "CarRentalPipeline": machine,
-    }
+    assert (topic, machine) == (NAMES["AlertTopic"], NAMES["CarRentalPipeline"])
+    names = {**NAMES, "RunRequestQueue": queue}
     environments = {
         logical_id: {
             k: str(v)

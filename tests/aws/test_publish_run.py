@@ -1,9 +1,5 @@
 """The PublishRun function under moto: the held-back files, the publish record, the pruning.
-
-A run's run_inputs table is written here with pyarrow in the schema the Spark job writes
-(carrental.spark.transforms.RUN_INPUTS_SCHEMA; the EMR emulation test reads the real job's
-output with PublishRun's reader), beside the _SUCCESS marker Spark leaves.
-"""
+A run's run_inputs table is what tests/aws/job_outputs.py writes."""
 
 from __future__ import annotations
 
@@ -14,8 +10,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import boto3
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
@@ -26,24 +20,12 @@ from carrental.inputs import InputFile
 from carrental.publishing import parse_record
 from tests.aws.conftest import LambdaContext
 from tests.aws.daily import table_properties
+from tests.aws.job_outputs import put_run_inputs
 from tests.aws.template import load_template
 
 BUCKET = "carrental-test-lake"
 RUN_ID = "20261202T080000Z"
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
-RUN_INPUTS = pa.schema(
-    [
-        ("input_order", pa.int32()),
-        ("dataset", pa.string()),
-        ("source_file", pa.string()),
-        ("content_sha256", pa.string()),
-        ("accepted_at", pa.timestamp("us")),
-        ("rows", pa.int64()),
-        ("rejected_rows", pa.int64()),
-        ("status", pa.string()),
-        ("reason", pa.string()),
-    ]
-)
 HELD_REASON = "held back: 30 of 30 rows (100.0%) break a reject rule at run time: vehicle_exists 30"
 
 
@@ -56,27 +38,7 @@ class Lake:
     files: dict[str, InputFile]  # key -> as the run's manifest lists it
 
     def put_run_inputs(self, run_id: str, held_back: dict[str, str]) -> None:
-        rows = [
-            {
-                "input_order": order,
-                "dataset": f.dataset,
-                "source_file": key,
-                "content_sha256": f.sha256,
-                "accepted_at": datetime.fromisoformat(f.accepted_at).replace(tzinfo=None),
-                "rows": f.rows,
-                "rejected_rows": f.rows if key in held_back else 0,
-                "status": "held_back" if key in held_back else "used",
-                "reason": held_back.get(key, ""),
-            }
-            for order, (key, f) in enumerate(self.files.items(), 1)
-        ]
-        buffer = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(rows, RUN_INPUTS), buffer)
-        folder = lake.table_run_path(lake.PROCESSED, "run_inputs", run_id)
-        self.s3.put_object(
-            Bucket=BUCKET, Key=f"{folder}/part-00000-x.snappy.parquet", Body=buffer.getvalue()
-        )
-        self.s3.put_object(Bucket=BUCKET, Key=f"{folder}/_SUCCESS", Body=b"")
+        put_run_inputs(self.s3, BUCKET, run_id, self.files.values(), held_back)
 
     def put_run_folders(self, run_id: str) -> list[str]:
         keys = [
