@@ -42,6 +42,9 @@ from carrental.inputs import MissingInputs
 logger = Logger(child=True)
 
 RUNNING, SUCCEEDED = "RUNNING", "SUCCEEDED"
+# While an upload is being validated, look again this often at least (its own request comes when
+# it ends; this one is for a validation that dies), even with a settle window of 0.
+MIN_RECHECK_SECONDS = 30
 # The workflow's PipelineFailed state says "<state> failed: <cause>"
 # (stepfunctions/car_rental_pipeline.asl.json).
 _FAILED_STATE = re.compile(r"^(\w+) failed: ")
@@ -128,7 +131,9 @@ def start(settings: Settings, aws: Aws, now: datetime) -> Decision:
     if marks:
         keys = ", ".join(m["key"] for m in marks[:5])
         decision = Decision("validating", f"{len(marks)} upload(s) being validated: {keys}")
-        decision.recheck_in = _ask_again(settings, aws, settings.settle_seconds, "validating")
+        decision.recheck_in = _ask_again(
+            settings, aws, max(settings.settle_seconds, MIN_RECHECK_SECONDS), "validating"
+        )
         return decision
     last = ledger.last_activity()
     quiet = (now - last).total_seconds() if last else None

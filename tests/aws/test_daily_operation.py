@@ -434,7 +434,10 @@ def test_a_run_waits_while_an_upload_is_being_validated(stack, monkeypatch, rent
 
     decisions = stack.settle(monkeypatch)
     assert {d["status"] for d in decisions} == {"validating"}
-    assert all(d["recheck_in"] == stack.settle_seconds for d in decisions)
+    assert all(
+        d["recheck_in"] == max(stack.settle_seconds, sys.modules["scheduler"].MIN_RECHECK_SECONDS)
+        for d in decisions
+    )
     timeout = int(stack.environments["RunSchedulerStartFunction"]["VALIDATION_TIMEOUT_SECONDS"])
     stack.clock.advance(timeout)  # its function timed out long ago: a crash, not a validation
     assert "started" in statuses(stack.pump(monkeypatch))
