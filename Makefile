@@ -17,6 +17,7 @@ SAM_CLI    := "aws-sam-cli>=1.120,<2"
 .PHONY: run test emulation bench lint check-java check-python sample clean
 .PHONY: deploy package-jobs sync-template-sql sam-validate
 .PHONY: build-CarrentalLayer build-ValidateUploadFunction build-ReportFunction
+.PHONY: build-RunSchedulerStartFunction build-RunSchedulerFinishFunction build-PublishRunFunction
 
 run: check-java $(VENV)/.runtime-installed
 	$(BIN)/carrental run --input $(SAMPLE)
@@ -76,6 +77,15 @@ build-ReportFunction:
 	mkdir -p "$(ARTIFACTS_DIR)/sql"
 	cp lambdas/report/*.py "$(ARTIFACTS_DIR)/"
 	cp sql/*.sql "$(ARTIFACTS_DIR)/sql/"
+
+# The scheduler's two functions share one folder (two handlers of app.py).
+build-RunSchedulerStartFunction build-RunSchedulerFinishFunction:
+	mkdir -p "$(ARTIFACTS_DIR)"
+	cp lambdas/run_scheduler/*.py "$(ARTIFACTS_DIR)/"
+
+build-PublishRunFunction:
+	mkdir -p "$(ARTIFACTS_DIR)"
+	cp lambdas/publish_run/*.py "$(ARTIFACTS_DIR)/"
 
 # Regenerate the committed sample batch (a test checks it matches this command).
 sample: $(VENV)/.runtime-installed

@@ -9,9 +9,11 @@ emulation test runs).
 
 CloudFormation cannot read files, so the SQL of sql/ is copied into template.yaml between
 `# BEGIN GENERATED ...` / `# END GENERATED ...` markers: one `AWS::Athena::NamedQuery` per report
-query for analysts, and the summary query (JSON-escaped, as the state machine's
-`${SummaryQuery}` substitution) with one execution parameter per `?`. `sync_template_sql`
-rewrites those blocks from sql/; a test fails when they drift.
+query for analysts, the summary query (JSON-escaped, as the state machine's `${SummaryQuery}`
+substitution) with one execution parameter per `?`, and the current views
+(carrental.publishing.view_sql for every table, as the JSON list the workflow's
+`${CurrentViewQueries}` substitution holds). `sync_template_sql` rewrites those blocks; a test
+fails when they drift.
 
 Standard library at module level (boto3 and the report module are imported where used).
 """
@@ -43,6 +45,7 @@ _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 NAMED_QUERIES_BLOCK = "NAMED QUERIES"
 SUMMARY_QUERY_BLOCK = "SUMMARY QUERY"
+CURRENT_VIEWS_BLOCK = "CURRENT VIEW QUERIES"
 # The state machine's PrepareSummaryQuery state puts the quoted run id here.
 RUN_ID_LITERAL_PATH = "$.summary_query.run_id_literal"
 
@@ -223,6 +226,22 @@ def render_summary_query() -> str:
     )
 
 
+# In an intrinsic function's string literal these characters are escaped with a backslash:
+# https://docs.aws.amazon.com/step-functions/latest/dg/intrinsic-functions.html
+_INTRINSIC_SPECIAL = re.compile(r"([\\'{}])")
+
+
+def render_current_views() -> str:
+    """The workflow's `States.StringToJson('${CurrentViewQueries}')`: a JSON list of the view
+    statements, escaped for the intrinsic's literal, then for the JSON string it sits in."""
+    from carrental.publishing import view_sql
+
+    listing = json.dumps([view_sql(table) for table in TABLES], ensure_ascii=False)
+    literal = _INTRINSIC_SPECIAL.sub(r"\\\1", listing)
+    escaped = json.dumps(literal, ensure_ascii=False)[1:-1]
+    return f"        CurrentViewQueries: {_yaml_single_quoted(escaped)}"
+
+
 def _replace_block(text: str, block: str, body: str) -> str:
     pattern = re.compile(
         rf"(?P<begin>^[ \t]*# BEGIN GENERATED {block}\n).*?(?P<end>^[ \t]*# END GENERATED {block}\n)",
@@ -235,6 +254,7 @@ def _replace_block(text: str, block: str, body: str) -> str:
 
 def render_template(text: str) -> str:
     text = _replace_block(text, NAMED_QUERIES_BLOCK, render_named_queries())
+    text = _replace_block(text, CURRENT_VIEWS_BLOCK, render_current_views())
     return _replace_block(text, SUMMARY_QUERY_BLOCK, render_summary_query())
 
 

@@ -22,6 +22,7 @@ Standard library only: imported on Lambda and EMR Serverless.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
 # Output tables and the job that writes each (docs/tables.md).
@@ -65,6 +66,11 @@ PUBLISHED_RECORD = "published/runs.jsonl"
 MANIFEST_FILE = "manifest.json"
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def time_stamp(moment: datetime) -> str:
+    """`moment` in UTC to the second, as run ids and quarantine stamps spell it: 20261201T101500Z."""
+    return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def check_run_id(run_id: str) -> str:

@@ -29,7 +29,6 @@ from carrental.validation import (
     BLOCK_SIZE,
     FileVerdict,
     infer_dataset,
-    quarantine_names,
     validate_path,
     validate_stream,
 )
@@ -451,19 +450,6 @@ def test_infer_dataset(path, explicit, expected):
 def test_infer_dataset_names_the_known_datasets(path, explicit):
     with pytest.raises(ValueError, match="vehicles, locations, users, rental_transactions"):
         infer_dataset(path, explicit)
-
-
-def test_quarantine_names():
-    assert quarantine_names("raw/vehicles/a.csv", "vehicles") == (
-        "quarantine/vehicles/a.csv",
-        "quarantine/vehicles/a.csv.errors.json",
-    )
-    assert quarantine_names("raw/users/2024/06/b é.csv", "users")[0] == (
-        "quarantine/users/2024/06/b é.csv"
-    )
-    assert quarantine_names("/data/in/locations.csv", "locations")[0] == (
-        "quarantine/locations/locations.csv"
-    )
 
 
 def test_verdict_json_is_serialisable_and_complete(dirty_batch):

@@ -21,7 +21,6 @@ from carrental.validation.core import (
     BLOCK_SIZE,
     DEFAULT_REJECT_THRESHOLD,
     infer_dataset,
-    quarantine_names,
     validate_path,
     validate_stream,
 )
@@ -35,7 +34,6 @@ __all__ = [
     "FileVerdict",
     "Problem",
     "infer_dataset",
-    "quarantine_names",
     "validate_path",
     "validate_stream",
 ]

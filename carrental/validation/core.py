@@ -91,16 +91,6 @@ def infer_dataset(path: str, explicit: str | None = None) -> str:
     )
 
 
-def quarantine_names(raw_key: str, dataset: str) -> tuple[str, str]:
-    """Where a rejected file and its error report go, relative to the lake root:
-    raw/vehicles/a.csv -> (quarantine/vehicles/a.csv, quarantine/vehicles/a.csv.errors.json).
-    A path that is not under raw/<dataset>/ keeps only its file name."""
-    parts = raw_key.replace("\\", "/").split("/")
-    inside = parts[2:] if len(parts) > 2 and parts[:2] == ["raw", dataset] else parts[-1:]
-    key = "/".join(["quarantine", dataset, *inside])
-    return key, f"{key}.errors.json"
-
-
 def validate_path(
     path: str | Path,
     *,

@@ -15,6 +15,8 @@ midway deletes the files this invocation already wrote. The error reaches the wo
 which alerts and fails the run.
 
 Needs carrental (layer), awswrangler/pandas (AWS SDK for pandas layer), Powertools (layer).
+Every log line carries the run id as the correlation id; the function counts the reports it
+writes (ReportsWritten) in the stack's metrics namespace.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import os
 import awswrangler as wr
 import boto3
 import pandas as pd
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from carrental.lake import check_run_id, report_prefix
@@ -36,6 +39,7 @@ EVENT_FIELDS = ("run_id", "bucket", "summary_query_execution_id")
 
 logger = Logger()
 tracer = Tracer()
+metrics = Metrics()
 
 
 def athena_parameters(sql: str, run_id: str) -> list[str]:
@@ -133,8 +137,9 @@ def parse_event(event: dict) -> dict[str, str]:
     return {field: str(event[field]) for field in EVENT_FIELDS}
 
 
-@logger.inject_lambda_context(log_event=True)
+@logger.inject_lambda_context(log_event=True, clear_state=True, correlation_id_path="run_id")
 @tracer.capture_lambda_handler
+@metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     request = parse_event(event)
     keys = write_report(
@@ -142,4 +147,5 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
         database=os.environ["GLUE_DATABASE"],
         workgroup=os.environ["ATHENA_WORKGROUP"],
     )
+    metrics.add_metric(name="ReportsWritten", unit=MetricUnit.Count, value=1)
     return {"bucket": request["bucket"], "keys": keys}

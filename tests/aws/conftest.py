@@ -1,4 +1,4 @@
-"""Fixtures of the AWS tests: fake credentials, the Report handler module, a Lambda context."""
+"""Fixtures of the AWS tests: fake credentials, the functions' handler modules, a Lambda context."""
 
 from __future__ import annotations
 
@@ -31,33 +31,42 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, value)
 
 
+def load_function(folder: str, service: str) -> ModuleType:
+    """lambdas/<folder>/app.py under its own name (every handler file is app.py); its folder is
+    on sys.path while it loads, as in Lambda, so that its sibling modules import. Powertools
+    reads its settings on import."""
+    path = REPO_ROOT / "lambdas" / folder
+    sys.path.insert(0, str(path))
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("POWERTOOLS_SERVICE_NAME", service)
+            patch.setenv("POWERTOOLS_METRICS_NAMESPACE", "carrental")
+            spec = importlib.util.spec_from_file_location(f"{folder}_app", path / "app.py")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path))
+    return module
+
+
 @pytest.fixture(scope="session")
 def report_app() -> ModuleType:
-    """lambdas/report/app.py, loaded under its own name (every handler file is app.py)."""
-    spec = importlib.util.spec_from_file_location(
-        "report_app", REPO_ROOT / "lambdas" / "report" / "app.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_function("report", "report")
 
 
 @pytest.fixture(scope="session")
 def validate_module() -> ModuleType:
-    """lambdas/validate_upload/app.py; its folder is on sys.path while it loads, as in Lambda,
-    so that `import upload_batch` works."""
-    folder = REPO_ROOT / "lambdas" / "validate_upload"
-    sys.path.insert(0, str(folder))
-    try:
-        with pytest.MonkeyPatch.context() as patch:  # Powertools reads its settings on import
-            patch.setenv("POWERTOOLS_SERVICE_NAME", "validate-upload")
-            patch.setenv("POWERTOOLS_METRICS_NAMESPACE", "carrental")
-            spec = importlib.util.spec_from_file_location("validate_upload_app", folder / "app.py")
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(folder))
-    return module
+    return load_function("validate_upload", "validate-upload")
+
+
+@pytest.fixture(scope="session")
+def scheduler_module() -> ModuleType:
+    return load_function("run_scheduler", "run-scheduler")
+
+
+@pytest.fixture(scope="session")
+def publish_module() -> ModuleType:
+    return load_function("publish_run", "publish-run")
 
 
 @pytest.fixture

@@ -103,12 +103,20 @@ def render_definition(substitutions: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(text)
 
 
+def nested_machines(state: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The state machines inside a state: a Parallel's branches, a Map's item processor."""
+    return [
+        *state.get("Branches", []),
+        *([state["ItemProcessor"]] if "ItemProcessor" in state else []),
+    ]
+
+
 def iter_states(definition: Mapping[str, Any], path: str = ""):
-    """(path, name, state) for every state, inside Parallel branches too."""
+    """(path, name, state) for every state, inside Parallel branches and Map processors too."""
     for name, state in definition["States"].items():
         yield path, name, state
-        for index, branch in enumerate(state.get("Branches", [])):
-            yield from iter_states(branch, f"{path}{name}[{index}]/")
+        for index, machine in enumerate(nested_machines(state)):
+            yield from iter_states(machine, f"{path}{name}[{index}]/")
 
 
 ACCOUNT = "123456789012"
@@ -158,12 +166,22 @@ def example_names(template: Mapping[str, Any], stack: str = "carrental-test") ->
         "emr-serverless", f"/applications/{names['SparkApplication']}"
     )
     names["AlertTopic"] = arn.format("sns", f"{stack}-AlertTopic")
-    names["BatchTable.Arn"] = arn.format("dynamodb", f"table/{stack}-BatchTable")
-    names["UploadEventsDeadLetterQueue.Arn"] = arn.format("sqs", f"{stack}-dead-letters")
-    names["UploadEventsRule.Arn"] = arn.format("events", f"rule/{stack}-uploads")
+    names["LedgerTable"] = f"{stack}-LedgerTable"
+    names["LedgerTable.Arn"] = arn.format("dynamodb", f"table/{names['LedgerTable']}")
+    for logical_id, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::SQS::Queue":
+            names[f"{logical_id}.QueueName"] = f"{stack}-{logical_id}"
+            names[f"{logical_id}.Arn"] = arn.format("sqs", names[f"{logical_id}.QueueName"])
+            names[logical_id] = (
+                f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{names[f'{logical_id}.QueueName']}"
+            )
+        elif resource["Type"] == "AWS::Events::Rule":
+            names[f"{logical_id}.Arn"] = arn.format("events", f"rule/{stack}-{logical_id}")
+    names["CarRentalPipeline.Name"] = resolve(
+        template["Resources"][STATE_MACHINE]["Properties"]["Name"], names
+    )
     names["CarRentalPipeline"] = arn.format(
-        "states",
-        f"stateMachine:{resolve(template['Resources'][STATE_MACHINE]['Properties']['Name'], names)}",
+        "states", f"stateMachine:{names['CarRentalPipeline.Name']}"
     )
     return names
 

@@ -1,8 +1,9 @@
 """The built Lambda functions, imported and invoked as Lambda would, against a moto server.
 
 The function and layer folders come from the Makefile's build-* targets (what `sam build`
-packages). They run in a venv holding only the managed layers' packages at the template's
-versions (pyproject.toml's `aws` extra: Powertools, awswrangler 3.14.0, pyarrow 20), from a folder
+packages). Each function runs in a venv holding only the packages of the managed layers the
+template gives it, at the template's versions (pyproject.toml's `aws` extra: Powertools, and for
+the functions with the AWS SDK for pandas layer awswrangler 3.14.0 and pyarrow 20), from a folder
 outside the repository, with the repository off sys.path (tests/aws/lambda_runtime.py). AWS is a
 moto server on 127.0.0.1 that this test process runs, so the functions' boto3 and awswrangler
 calls cross a real HTTP boundary.
@@ -21,12 +22,16 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from carrental import lake
 from carrental.contracts import DATASETS
+from carrental.inputs import Manifest
+from carrental.publishing import parse_record
 from carrental.report import REPORTS
 from tests.aws.emulation import emulation_env, folder_bytes, lambda_layer_requirements
+from tests.aws.job_outputs import put_run_inputs
 from tests.aws.report_data import RUN_ID, queue_athena_results, report_results
 from tests.aws.sync_stand_in import athena_applies_the_workgroup_output_location
-from tests.aws.template import REPO_ROOT
+from tests.aws.template import REPO_ROOT, load_template, resolve
 
 pytestmark = pytest.mark.emulation
 
@@ -35,7 +40,16 @@ LAKE = "carrental-dev-datalake"  # the bucket of events/*.json
 ARTIFACTS = "carrental-dev-artifacts"
 WORKGROUP = "carrental-dev-analytics"
 DATABASE = "car_rental_db"
-FUNCTIONS = {"ValidateUploadFunction": "validate-upload", "ReportFunction": "report"}
+TEMPLATE = load_template()
+# function -> (handler, the service name its logs and metrics carry)
+FUNCTIONS = {
+    name: (
+        resource["Properties"]["Handler"],
+        resource["Properties"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"],
+    )
+    for name, resource in TEMPLATE["Resources"].items()
+    if resource["Type"] == "AWS::Serverless::Function"
+}
 # What Lambda allows for a function and all its layers, unzipped (262,144,000 bytes):
 # https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
@@ -53,9 +67,24 @@ class Built:
     functions: dict[str, Path]
 
 
+def uses_the_pandas_layer(function: str) -> bool:
+    layers = TEMPLATE["Resources"][function]["Properties"]["Layers"]
+    return {"Ref": "AwsSdkPandasLayerArn"} in layers
+
+
 @pytest.fixture(scope="module")
 def layers_env() -> Path:
+    """Powertools and the AWS SDK for pandas layer's packages."""
     return emulation_env("lambda-layers", lambda_layer_requirements())
+
+
+@pytest.fixture(scope="module")
+def powertools_env() -> Path:
+    """The Powertools layer's packages only (the run scheduler's functions have no other)."""
+    requirements = tuple(
+        r for r in lambda_layer_requirements() if not r.startswith(("awswrangler", "pyarrow"))
+    )
+    return emulation_env("lambda-powertools", requirements)
 
 
 @pytest.fixture(scope="module")
@@ -90,14 +119,15 @@ def invoke(env: Path, built: Built, function: str, events: list[dict], environme
     results. carrental must come from the built layer, every other package from the venv."""
     request = tmp / f"{function}-request.json"
     results = tmp / f"{function}-results.json"
+    handler, service = FUNCTIONS[function]
     request.write_text(
         json.dumps(
             {
                 "function": str(built.functions[function]),
                 "layers": [str(built.layer)],
                 "repository": str(REPO_ROOT),
-                "handler": "app.lambda_handler",
-                "function_name": FUNCTIONS[function],
+                "handler": handler,
+                "function_name": service,
                 "events": events,
                 "probe": ["carrental", "awswrangler", "aws_lambda_powertools", "pyarrow"],
                 "results": str(results),
@@ -109,7 +139,13 @@ def invoke(env: Path, built: Built, function: str, events: list[dict], environme
     done = subprocess.run(
         [env / "bin" / "python", "-I", REPO_ROOT / "tests/aws/lambda_runtime.py", request],
         cwd=tmp,
-        env={**variables, "POWERTOOLS_TRACE_DISABLED": "true", **environment},
+        env={
+            **variables,
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_SERVICE_NAME": service,
+            "POWERTOOLS_METRICS_NAMESPACE": "carrental",
+            **environment,
+        },
         capture_output=True,
         text=True,
         timeout=300,
@@ -124,65 +160,120 @@ def invoke(env: Path, built: Built, function: str, events: list[dict], environme
     return outcome["invocations"]
 
 
-def test_the_layers_env_holds_the_pinned_layer_versions(layers_env) -> None:
+def test_the_layers_envs_hold_the_pinned_layer_versions(layers_env, powertools_env) -> None:
     from tests.aws.emulation import installed_distributions
 
-    installed = installed_distributions(layers_env)
-    assert "carrental" not in installed and "moto" not in installed
-    for requirement in lambda_layer_requirements():
-        if "==" in requirement:
-            name, pinned = requirement.split("==")
-            assert installed[name.split("[")[0].lower()] == pinned, requirement
+    for env in (layers_env, powertools_env):
+        installed = installed_distributions(env)
+        assert "carrental" not in installed and "moto" not in installed
+        for requirement in lambda_layer_requirements():
+            name, _, pinned = requirement.partition("==")
+            name = name.split("[")[0].lower()
+            if pinned and (env == layers_env or name == "aws-lambda-powertools"):
+                assert installed[name] == pinned, requirement
+    assert "pyarrow" not in installed_distributions(powertools_env)
 
 
-def upload_event(name: str, etag: str) -> dict:
-    event = json.loads((EVENTS / name).read_text(encoding="utf-8"))
-    event["detail"]["object"]["etag"] = etag
-    return event
+@dataclass
+class Stack:
+    """The upload-to-publish resources on the moto server, and each function's environment."""
+
+    environments: dict[str, dict[str, str]]
+    queue: str
+    alerts: str
+    machine: str
 
 
-def test_validate_upload_on_the_sample_events_starts_one_run(
-    layers_env, built, moto_server, tmp_path
-) -> None:
+def create_stack(tmp_path: Path) -> Stack:
     s3, sns, sqs = boto3.client("s3"), boto3.client("sns"), boto3.client("sqs")
-    dynamodb, sfn = boto3.client("dynamodb"), boto3.client("stepfunctions")
     s3.create_bucket(Bucket=LAKE)
+    s3.put_bucket_versioning(Bucket=LAKE, VersioningConfiguration={"Status": "Enabled"})
     topic = sns.create_topic(Name="alerts")["TopicArn"]
     alerts = sqs.create_queue(QueueName="alerts")["QueueUrl"]
     alerts_arn = sqs.get_queue_attributes(QueueUrl=alerts, AttributeNames=["QueueArn"])
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=alerts_arn["Attributes"]["QueueArn"])
-    table = "batches"
-    dynamodb.create_table(
-        TableName=table,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
+    queue = sqs.create_queue(QueueName="run-requests")["QueueUrl"]
+    ledger = TEMPLATE["Resources"]["LedgerTable"]["Properties"]
+    boto3.client("dynamodb").create_table(
+        TableName="ledger",
+        **{k: ledger[k] for k in ("AttributeDefinitions", "KeySchema", "BillingMode")},
     )
-    machine = sfn.create_state_machine(
+    machine = boto3.client("stepfunctions").create_state_machine(
         name="pipeline",
         definition=json.dumps(
             {"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}}
         ),
         roleArn="arn:aws:iam::123456789012:role/pipeline",
     )["stateMachineArn"]
-    events = []
-    for dataset in DATASETS:
-        name = f"{dataset}_created.json"
-        key = json.loads((EVENTS / name).read_text())["detail"]["object"]["key"]
-        body = (REPO_ROOT / "data" / "sample" / f"{dataset}.csv").read_bytes()
-        etag = s3.put_object(Bucket=LAKE, Key=key, Body=body)["ETag"].strip('"')
-        events.append(upload_event(name, etag))
-    encoded = json.loads((EVENTS / "url_encoded_key_created.json").read_text())
+    names = {
+        **{name: spec.get("Default") for name, spec in TEMPLATE["Parameters"].items()},
+        "AlertTopic": topic,
+        "LedgerTable": "ledger",
+        "RunRequestQueue": queue,
+        "DataLakeBucket": LAKE,
+        "CarRentalPipeline": machine,
+        "SettleSeconds": 0,  # the requests are due at once: no clock to move here
+        "AthenaWorkGroup": WORKGROUP,
+        "GlueDatabase": DATABASE,
+    }
+    environments = {
+        function: {
+            k: str(v)
+            for k, v in resolve(
+                TEMPLATE["Resources"][function]["Properties"]["Environment"]["Variables"], names
+            ).items()
+        }
+        for function in FUNCTIONS
+    }
+    environments["ValidateUploadFunction"]["STAGING_DIR"] = str(tmp_path / "tmp")
+    environments["ReportFunction"]["CARRENTAL_SQL_DIR"] = "sql"  # beside the handler
+    return Stack(environments, queue, alerts, machine)
+
+
+def upload_event(key: str, body: bytes) -> dict:
+    put = boto3.client("s3").put_object(Bucket=LAKE, Key=key, Body=body)
+    event = json.loads((EVENTS / "users_created.json").read_text(encoding="utf-8"))
+    event["detail"]["object"].update(
+        key=key,
+        etag=put["ETag"].strip('"'),
+        size=len(body),
+        sequencer=f"{len(key):018X}",
+        **{"version-id": put["VersionId"]},
+    )
+    return event
+
+
+def run_requests(queue: str) -> dict:
+    """The queue's messages as Lambda's SQS poller hands them to the function."""
+    messages = boto3.client("sqs").receive_message(QueueUrl=queue, MaxNumberOfMessages=10)
+    records = json.loads((EVENTS / "run_requested.json").read_text())["Records"]
+    return {
+        "Records": [
+            {
+                **records[0],
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+            }
+            for m in messages.get("Messages", [])
+        ]
+    }
+
+
+def test_uploads_lead_to_one_run_and_its_publish_in_the_built_functions(
+    layers_env, powertools_env, built, moto_server, tmp_path
+) -> None:
+    stack = create_stack(tmp_path)
+    sample = REPO_ROOT / "data" / "sample"
+    events = [
+        upload_event(lake.raw_key(d, f"{d}.csv"), (sample / f"{d}.csv").read_bytes())
+        for d in DATASETS
+    ]
     decoded_key = "raw/rental_transactions/june 2024 été.csv"
-    body = (REPO_ROOT / "data" / "sample" / "rental_transactions.csv").read_bytes()
-    etag = s3.put_object(Bucket=LAKE, Key=decoded_key, Body=body)["ETag"].strip('"')
-    encoded["detail"]["object"]["etag"] = etag
+    encoded = upload_event(decoded_key, (sample / "rental_transactions.csv").read_bytes())
+    encoded["detail"]["object"]["key"] = json.loads(
+        (EVENTS / "url_encoded_key_created.json").read_text()
+    )["detail"]["object"]["key"]
     events += [json.loads((EVENTS / "non_csv_created.json").read_text()), encoded]
 
     outcomes = invoke(
@@ -190,27 +281,81 @@ def test_validate_upload_on_the_sample_events_starts_one_run(
         built,
         "ValidateUploadFunction",
         events,
-        {
-            "STATE_MACHINE_ARN": machine,
-            "ALERT_TOPIC_ARN": topic,
-            "BATCH_TABLE_NAME": table,
-            "REJECT_THRESHOLD": "0.05",
-            "POWERTOOLS_SERVICE_NAME": "validate-upload",
-            "POWERTOOLS_METRICS_NAMESPACE": "carrental",
-        },
+        stack.environments["ValidateUploadFunction"],
         tmp_path,
     )
 
     results = [outcome["result"] for outcome in outcomes]
     assert [r["status"] for r in results] == ["accepted"] * 4 + ["ignored", "accepted"]
-    assert [r["run_started"] for r in results[:4]] == [False, False, False, True]
     assert results[5]["key"] == decoded_key
-    (execution,) = sfn.list_executions(stateMachineArn=machine)["executions"]
+    assert len(set(r["staged_key"] for r in results[:4])) == 4
+
+    (decision,) = invoke(
+        powertools_env,
+        built,
+        "RunSchedulerStartFunction",
+        [run_requests(stack.queue)],
+        stack.environments["RunSchedulerStartFunction"],
+        tmp_path,
+    )
+    assert decision["result"]["status"] == "started", decision
+    sfn, s3 = boto3.client("stepfunctions"), boto3.client("s3")
+    (execution,) = sfn.list_executions(stateMachineArn=stack.machine)["executions"]
     started = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])
-    assert started["run_id"] == results[3]["run_id"]
-    uploaded = {d: e["detail"]["object"]["key"] for d, e in zip(DATASETS, events[:4], strict=True)}
-    assert started["inputs"] == uploaded
-    assert sqs.receive_message(QueueUrl=alerts).get("Messages") is None  # no alert
+    run_id = started["run_id"]
+    manifest = Manifest.from_json(
+        s3.get_object(Bucket=LAKE, Key=started["manifest_key"])["Body"].read().decode()
+    )
+    assert sorted(f.key for f in manifest.of("rental_transactions")) == sorted(
+        ["raw/rental_transactions/rental_transactions.csv", decoded_key]
+    )
+
+    held_back = lake.raw_key("rental_transactions", "rental_transactions.csv")
+    put_run_inputs(s3, LAKE, run_id, manifest.inputs, {held_back: "held back: a test"})
+    (published,) = invoke(
+        layers_env,
+        built,
+        "PublishRunFunction",
+        [{"run_id": run_id, "bucket": LAKE, "manifest_key": started["manifest_key"]}],
+        stack.environments["PublishRunFunction"],
+        tmp_path,
+    )
+    assert published["result"]["held_back"] == [held_back], published
+    record = parse_record(
+        s3.get_object(Bucket=LAKE, Key=lake.PUBLISHED_RECORD)["Body"].read().decode()
+    )
+    assert [(r.run_id, r.is_current) for r in record] == [(run_id, True)]
+
+    ended = json.loads((EVENTS / "execution_ended.json").read_text())
+    ended["detail"].update(
+        name=run_id, executionArn=execution["executionArn"], stateMachineArn=stack.machine
+    )
+    (ending,) = invoke(
+        powertools_env,
+        built,
+        "RunSchedulerFinishFunction",
+        [ended],
+        stack.environments["RunSchedulerFinishFunction"],
+        tmp_path,
+    )
+    assert ending["result"]["released"] and ending["result"]["recheck_in"] == 0
+    (again,) = invoke(
+        powertools_env,
+        built,
+        "RunSchedulerStartFunction",
+        [run_requests(stack.queue)],
+        stack.environments["RunSchedulerStartFunction"],
+        tmp_path,
+    )
+    assert again["result"]["status"] == "nothing_new", again  # the held-back file is out
+    assert (
+        len(
+            boto3.client("sqs").receive_message(QueueUrl=stack.alerts, MaxNumberOfMessages=10)[
+                "Messages"
+            ]
+        )
+        == 1
+    )
 
 
 def test_report_writes_every_csv_through_athena_and_s3(
@@ -245,13 +390,12 @@ def test_report_writes_every_csv_through_athena_and_s3(
             "GLUE_DATABASE": DATABASE,
             "ATHENA_WORKGROUP": WORKGROUP,
             "CARRENTAL_SQL_DIR": str(built.functions["ReportFunction"] / "sql"),
-            "POWERTOOLS_SERVICE_NAME": "report",
         },
         tmp_path,
     )
 
     keys = [f"reports/{RUN_ID}/{name}" for name in REPORTS]
-    assert outcome == {"result": {"bucket": LAKE, "keys": keys}}
+    assert outcome["result"]["keys"][: len(keys)] == keys
     for key, result_set in zip(keys, expected.values(), strict=True):
         assert s3.get_object(Bucket=LAKE, Key=key)["Body"].read().decode() == (
             result_set.expected_csv

@@ -211,10 +211,12 @@ def load_handler():
     return module
 
 
-def create_stack(monkeypatch: pytest.MonkeyPatch) -> object:
+def create_stack(monkeypatch: pytest.MonkeyPatch, staging: Path) -> object:
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=BUCKET)
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
     topic = boto3.client("sns").create_topic(Name="alerts")["TopicArn"]
+    queue = boto3.client("sqs").create_queue(QueueName="run-requests")["QueueUrl"]
     boto3.client("dynamodb").create_table(
         TableName=TABLE,
         BillingMode="PAY_PER_REQUEST",
@@ -227,27 +229,26 @@ def create_stack(monkeypatch: pytest.MonkeyPatch) -> object:
             {"AttributeName": "sk", "KeyType": "RANGE"},
         ],
     )
-    machine = boto3.client("stepfunctions").create_state_machine(
-        name="CarRentalPipeline",
-        definition=json.dumps(
-            {"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}}
-        ),
-        roleArn="arn:aws:iam::123456789012:role/pipeline",
-    )["stateMachineArn"]
-    monkeypatch.setenv("STATE_MACHINE_ARN", machine)
-    monkeypatch.setenv("ALERT_TOPIC_ARN", topic)
-    monkeypatch.setenv("BATCH_TABLE_NAME", TABLE)
+    for name, value in {
+        "ALERT_TOPIC_ARN": topic,
+        "LEDGER_TABLE_NAME": TABLE,
+        "RUN_REQUEST_QUEUE_URL": queue,
+        "SETTLE_SECONDS": "120",
+        "EPHEMERAL_STORAGE_MB": "4096",
+        "STAGING_DIR": str(staging),
+    }.items():
+        monkeypatch.setenv(name, value)
     return s3
 
 
 def test_mutated_uploads_through_the_lambda_handler_get_a_verdict(
-    valid_csvs, aws_environment, monkeypatch
+    valid_csvs, aws_environment, monkeypatch, tmp_path
 ):
     app = load_handler()
     template = json.loads((REPO_ROOT / "events" / "users_created.json").read_text())
     uploads = iter(range(1_000_000))
     with mock_aws():
-        s3 = create_stack(monkeypatch)
+        s3 = create_stack(monkeypatch, tmp_path / "staging")
         app.aws_clients.cache_clear()
 
         @given(case=mutated(valid_csvs))
@@ -256,9 +257,15 @@ def test_mutated_uploads_through_the_lambda_handler_get_a_verdict(
             dataset, content = case
             n = next(uploads)
             key = f"raw/{dataset}/fuzz-{n}.csv"
-            etag = s3.put_object(Bucket=BUCKET, Key=key, Body=content)["ETag"].strip('"')
+            put = s3.put_object(Bucket=BUCKET, Key=key, Body=content)
             event = copy.deepcopy(template)
-            event["detail"]["object"].update(key=key, etag=etag, size=len(content))
+            event["detail"]["object"].update(
+                key=key,
+                etag=put["ETag"].strip('"'),
+                size=len(content),
+                sequencer=f"{n:018X}",
+                **{"version-id": put["VersionId"]},
+            )
             event["time"] = (
                 f"2024-06-{1 + n // 86400 % 28:02d}T{n // 3600 % 24:02d}:"
                 f"{n // 60 % 60:02d}:{n % 60:02d}Z"
