@@ -32,7 +32,7 @@ import pandas as pd
 
 from carrental import lake
 from carrental.contracts import DATASETS, DEFAULT_REJECT_THRESHOLD
-from carrental.inputs import MissingInputs
+from carrental.inputs import MissingInputs, held_back_report
 from carrental.local import catalog
 from carrental.local.interrupts import INTERRUPTS, Interrupted
 from carrental.local.store import (
@@ -291,7 +291,8 @@ def _spark_jobs(store, run_id, log_file, on_job, running, outcome, stopping):
                 timings[job_name] = time.perf_counter() - started
             held_back = [
                 {"source_file": s.source_file, "dataset": s.dataset, "reason": s.reason}
-                | {"rows": s.rows, "rejected_rows": s.rejected_rows, "sha256": s.content_sha256}
+                | {"rows": s.rows, "rejected_rows": s.rejected_rows}
+                | {"content_sha256": s.content_sha256}
                 for s in batch.held_back
             ]
         finally:
@@ -340,22 +341,11 @@ def hold_back(store: LocalLake, run_id: str, held_back: list[dict]) -> None:
     """Quarantine the rental files the run's gate left out and take them out of the inputs
     (unless a newer version of the file was ingested meanwhile: that one gets its own chance)."""
     for held in held_back:
-        report = {
-            "source": held["source_file"],
-            "dataset": held["dataset"],
-            "verdict": "held_back",
-            "accepted": False,
-            "run_id": run_id,
-            "rows": held["rows"],
-            "rejected_rows": held["rejected_rows"],
-            "sha256": held["sha256"],
-            "reason": held["reason"],
-        }
         raw_copy = store.path(held["source_file"])
-        store.quarantine(raw_copy, held["dataset"], report)
+        store.quarantine(raw_copy, held["dataset"], held_back_report(run_id, held))
         with store.changing_inputs() as inputs:
             current = inputs.rentals.get(held["source_file"])
-            if current is not None and current.sha256 == held["sha256"]:
+            if current is not None and current.sha256 == held["content_sha256"]:
                 inputs.withdraw(held["source_file"])
 
 

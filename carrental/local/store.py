@@ -68,10 +68,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _stamp(moment: datetime) -> str:
-    return moment.strftime("%Y%m%dT%H%M%SZ")
-
-
 def write_atomically(path: Path, data: bytes) -> None:
     """Write `data` beside `path`, then rename it over `path`. An OSError names `path`."""
     partial = path.with_name(partial_name(os.getpid()))
@@ -331,7 +327,7 @@ class LocalLake:
         moment = utc_now()
         text = json.dumps(report, indent=1, ensure_ascii=False) + "\n"
         for attempt in range(1, 1000):
-            stamp = _stamp(moment) + (f"-{attempt}" if attempt > 1 else "")
+            stamp = lake.time_stamp(moment) + (f"-{attempt}" if attempt > 1 else "")
             copy_key, report_key = lake.quarantine_keys(dataset, source.name, stamp)
             copy = self.path(copy_key)
             report_path = self.path(report_key)
@@ -388,7 +384,7 @@ class LocalLake:
 
     def new_run_id(self) -> str:
         """The UTC time; `-2`, `-3`… when a run of that second exists (called under the lock)."""
-        base = _stamp(utc_now())
+        base = lake.time_stamp(utc_now())
         run_id, n = base, 1
         while self.run_folder(run_id).exists():
             n += 1

@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 
 from carrental import lake
 from carrental.contracts import DATASETS, RENTAL_TRANSACTIONS, Severity
+from carrental.inputs import HELD_BACK, USED
 from carrental.spark import transforms
 from carrental.spark.io import (
     MALFORMED,
@@ -59,7 +60,6 @@ OUTPUT_COLUMNS = {
         PRICING_CLASS_COLUMN,
     },
 }
-USED, HELD_BACK = "used", "held_back"
 # Rows listed per rule in a held-back file's reason (and malformed rows in an error), at most.
 EXAMPLE_ROWS = 5
 MALFORMED_EXAMPLES = 10

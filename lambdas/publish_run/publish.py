@@ -37,12 +37,11 @@ from carrental.aws.lake_bucket import (
     write_record,
 )
 from carrental.aws.ledger import Ledger, effective_fingerprint
-from carrental.inputs import Manifest
+from carrental.inputs import HELD_BACK, Manifest, held_back_report
 from carrental.publishing import with_published
 
 logger = Logger(child=True)
 
-HELD_BACK = "held_back"  # run_inputs.status of a file the gate left out (carrental.spark.jobs)
 REQUEST_FIELDS = ("run_id", "bucket", "manifest_key")
 
 
@@ -102,22 +101,6 @@ def read_run_inputs(bucket: str, run_id: str, boto3_session: boto3.Session | Non
     return wr.s3.read_parquet(
         path=f"s3://{bucket}/{folder}/", path_suffix=".parquet", boto3_session=boto3_session
     )
-
-
-def held_back_report(run_id: str, row: Mapping, version_id: str | None) -> dict:
-    """The error report of a file a run's gate held back (the shape `carrental run` writes)."""
-    return {
-        "source": row["source_file"],
-        "dataset": row["dataset"],
-        "verdict": HELD_BACK,
-        "accepted": False,
-        "run_id": run_id,
-        "rows": int(row["rows"]),
-        "rejected_rows": int(row["rejected_rows"]),
-        "sha256": row["content_sha256"],
-        "version_id": version_id,
-        "reason": row["reason"],
-    }
 
 
 def hold_back(
