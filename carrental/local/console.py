@@ -119,8 +119,9 @@ def print_summary(result: RunResult, console: Console) -> None:
             f"{(inputs['status'] == 'held_back').sum()} held back (see inputs.csv)"
         )
     )
-    console.print(plain(f"report: {(result.report_dir / REPORT_PAGE).resolve()}"))
-    console.print(plain(f"query the tables: {query_command(result.lake)}"))
+    # soft_wrap: a long path or command stays one line, so that it pastes as printed
+    console.print(plain(f"report: {(result.report_dir / REPORT_PAGE).resolve()}"), soft_wrap=True)
+    console.print(plain(f"query the tables: {query_command(result.lake)}"), soft_wrap=True)
     console.print(plain(f"done in {sum(result.timings.values()):.1f} s"))
 
 
