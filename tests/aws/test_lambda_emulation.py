@@ -226,7 +226,6 @@ def create_stack(tmp_path: Path) -> Stack:
         for function in FUNCTIONS
     }
     environments["ValidateUploadFunction"]["STAGING_DIR"] = str(tmp_path / "tmp")
-    environments["ReportFunction"]["CARRENTAL_SQL_DIR"] = "sql"  # beside the handler
     return Stack(environments, queue, alerts, machine)
 
 
@@ -373,7 +372,7 @@ def test_report_writes_every_csv_through_athena_and_s3(
     )
     expected = report_results()
     queue_athena_results(list(expected.values()), endpoint=moto_server)
-    summary_sql = (built.functions["ReportFunction"] / "sql" / REPORTS["summary.csv"]).read_text()
+    summary_sql = (built.layer / "carrental" / "sql" / REPORTS["summary.csv"]).read_text()
     summary_id = athena.start_query_execution(
         QueryString=summary_sql,
         WorkGroup=WORKGROUP,
@@ -386,11 +385,7 @@ def test_report_writes_every_csv_through_athena_and_s3(
         built,
         "ReportFunction",
         [{"run_id": RUN_ID, "bucket": LAKE, "summary_query_execution_id": summary_id}],
-        {
-            "GLUE_DATABASE": DATABASE,
-            "ATHENA_WORKGROUP": WORKGROUP,
-            "CARRENTAL_SQL_DIR": str(built.functions["ReportFunction"] / "sql"),
-        },
+        {"GLUE_DATABASE": DATABASE, "ATHENA_WORKGROUP": WORKGROUP},
         tmp_path,
     )
 

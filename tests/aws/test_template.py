@@ -403,6 +403,10 @@ def test_sam_build_targets_package_the_layer_and_every_function(template, tmp_pa
     layer = layer_dir / "python" / "carrental"
     assert (layer / "__init__.py").is_file() and (layer / "aws" / "ledger.py").is_file()
     assert not list(layer.rglob("__pycache__"))
+    # the Report function reads its SQL from the layer, as package data
+    assert sorted(p.name for p in (layer / "sql").iterdir()) == sorted(REPORTS.values())
+    for sql_file in REPORTS.values():
+        assert (layer / "sql" / sql_file).read_text() == load_sql(sql_file)
     for function, (folder, _) in FUNCTION_FOLDERS.items():
         built = tmp_path / function
         subprocess.run(
@@ -411,13 +415,11 @@ def test_sam_build_targets_package_the_layer_and_every_function(template, tmp_pa
             check=True,
         )
         sources = sorted(p.name for p in (REPO_ROOT / "lambdas" / folder).glob("*.py"))
-        assert sorted(p.name for p in built.glob("*.py")) == sources, function
+        assert sorted(p.name for p in built.iterdir()) == sources, function
         for name in sources:
             assert (built / name).read_bytes() == (
                 REPO_ROOT / "lambdas" / folder / name
             ).read_bytes()
-    for sql_file in REPORTS.values():
-        assert (tmp_path / "ReportFunction" / "sql" / sql_file).read_text() == load_sql(sql_file)
 
 
 # Resource type -> (service, create operation, the request member its Name property becomes).

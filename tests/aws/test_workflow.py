@@ -322,7 +322,7 @@ def pipeline(monkeypatch, report_app, publish_module) -> Iterator[Pipeline]:
                 ],
             }
             for name, value in environment.items():
-                if name not in ("CARRENTAL_SQL_DIR",) and not name.startswith("POWERTOOLS_"):
+                if not name.startswith("POWERTOOLS_"):
                     monkeypatch.setenv(name, str(resolve(value, stack.names)))
             yield stack
         finally:
