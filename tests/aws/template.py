@@ -88,6 +88,14 @@ def _lookup(names: Mapping[str, Any], name: str) -> Any:
     return names[name]
 
 
+def function_environment(
+    template: Mapping[str, Any], function: str, names: Mapping[str, Any]
+) -> dict[str, str]:
+    """The environment variables the stack gives `function`, `names` resolving its references."""
+    variables = template["Resources"][function]["Properties"]["Environment"]["Variables"]
+    return {name: str(value) for name, value in resolve(variables, names).items()}
+
+
 def definition_substitutions(template: Mapping[str, Any]) -> dict[str, Any]:
     return template["Resources"][STATE_MACHINE]["Properties"]["DefinitionSubstitutions"]
 

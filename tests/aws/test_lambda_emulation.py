@@ -31,7 +31,7 @@ from tests.aws.emulation import emulation_env, folder_bytes, lambda_layer_requir
 from tests.aws.job_outputs import put_run_inputs
 from tests.aws.report_data import RUN_ID, queue_athena_results, report_results
 from tests.aws.sync_stand_in import athena_applies_the_workgroup_output_location
-from tests.aws.template import REPO_ROOT, load_template, resolve
+from tests.aws.template import REPO_ROOT, function_environment, load_template
 
 pytestmark = pytest.mark.emulation
 
@@ -217,13 +217,7 @@ def create_stack(tmp_path: Path) -> Stack:
         "GlueDatabase": DATABASE,
     }
     environments = {
-        function: {
-            k: str(v)
-            for k, v in resolve(
-                TEMPLATE["Resources"][function]["Properties"]["Environment"]["Variables"], names
-            ).items()
-        }
-        for function in FUNCTIONS
+        function: function_environment(TEMPLATE, function, names) for function in FUNCTIONS
     }
     environments["ValidateUploadFunction"]["STAGING_DIR"] = str(tmp_path / "tmp")
     return Stack(environments, queue, alerts, machine)
