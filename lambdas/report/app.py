@@ -51,6 +51,7 @@ class ReportQueryFailed(RuntimeError):
     """A report query ended FAILED or CANCELLED; no file of the report was written."""
 
 
+@tracer.capture_method
 def write_report(
     run_id: str,
     bucket: str,
@@ -110,6 +111,9 @@ def write_report(
     return [path.removeprefix(f"{root}/") for path in [*paths, page_path]]
 
 
+# The reports' frames stay out of the trace:
+# https://docs.powertools.aws.dev/lambda/python/latest/core/tracer/#disabling-response-auto-capture
+@tracer.capture_method(capture_response=False)
 def read_results(
     execution_ids: dict[str, str], boto3_session: boto3.Session | None
 ) -> dict[str, pd.DataFrame]:
