@@ -299,17 +299,21 @@ def _deploy_jobs(args: argparse.Namespace) -> int:
 
 
 def _sync_template_sql(args: argparse.Namespace) -> int:
-    from carrental.deploy import TEMPLATE_PATH, sync_template_sql
+    from carrental.deploy import TEMPLATE_PATH, DeployError, sync_template_sql
 
-    drifted = sync_template_sql(TEMPLATE_PATH, check=args.check)
+    try:
+        drifted = sync_template_sql(TEMPLATE_PATH, check=args.check)
+    except DeployError as exc:
+        print(f"carrental sync-template-sql: {exc}", file=sys.stderr)
+        return 1
     if args.check and drifted:
         print(
-            f"{TEMPLATE_PATH.name}: the SQL blocks differ from sql/; run "
+            f"{TEMPLATE_PATH.name}: the SQL blocks differ from carrental/sql/; run "
             "`carrental sync-template-sql` (or `make sync-template-sql`)",
             file=sys.stderr,
         )
         return 1
-    print(f"{TEMPLATE_PATH.name}: {'updated from' if drifted else 'in line with'} sql/")
+    print(f"{TEMPLATE_PATH.name}: {'updated from' if drifted else 'in line with'} carrental/sql/")
     return 0
 
 
@@ -542,7 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
     deploy_jobs.set_defaults(handler=_deploy_jobs)
 
     sync_sql = commands.add_parser(
-        "sync-template-sql", help="copy sql/ into template.yaml (named queries, summary query)"
+        "sync-template-sql",
+        help="copy carrental/sql/ and the current views into template.yaml",
     )
     sync_sql.add_argument(
         "--check", action="store_true", help="change nothing; exit 1 if the template is stale"

@@ -5,8 +5,8 @@
     run       lock the lake → freeze the inputs in a manifest → both Spark jobs on a local
               SparkSession (the jobs of carrental.spark, on the staged files the manifest
               lists) → quarantine rental files the run-time gate held back → the report (the
-              Athena SQL of sql/ through sqlglot into DuckDB, shaped by carrental.report) →
-              publish (one atomic write of the publish record) → prune old runs
+              Athena SQL of carrental/sql/ through sqlglot into DuckDB, shaped by
+              carrental.report) → publish (one atomic write of the publish record) → prune old runs
 
 A run that fails at any stage, or is interrupted (Ctrl-C), publishes nothing: the previous
 published run, its tables and its report stay what analysts see, and the run's own tables and

@@ -24,7 +24,7 @@ from datetime import datetime
 import awswrangler as wr
 import boto3
 import pandas as pd
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Tracer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from carrental import lake
@@ -41,6 +41,10 @@ from carrental.inputs import HELD_BACK, Manifest, held_back_report
 from carrental.publishing import with_published
 
 logger = Logger(child=True)
+# The handler's Tracer, shared: each step below is a subsegment of the invocation's trace; the
+# run_inputs table stays out of it (capture_response=False):
+# https://docs.powertools.aws.dev/lambda/python/latest/core/tracer/#reusing-tracer-across-your-code
+tracer = Tracer()
 
 REQUEST_FIELDS = ("run_id", "bucket", "manifest_key")
 
@@ -95,6 +99,7 @@ def parse_request(event: Mapping) -> dict[str, str]:
     return request
 
 
+@tracer.capture_method(capture_response=False)
 def read_run_inputs(bucket: str, run_id: str, boto3_session: boto3.Session | None) -> pd.DataFrame:
     """The run's run_inputs rows (Spark's Parquet files; its _SUCCESS marker is no data)."""
     folder = lake.table_run_path(lake.PROCESSED, "run_inputs", run_id)
@@ -103,6 +108,7 @@ def read_run_inputs(bucket: str, run_id: str, boto3_session: boto3.Session | Non
     )
 
 
+@tracer.capture_method
 def hold_back(
     request: Mapping[str, str],
     manifest: Manifest,
@@ -148,11 +154,15 @@ def hold_back(
                 "bring it back.",
             ],
         )
-        logger.warning(f"held back {key}: {row['reason']}", extra={"quarantine_key": copy_key})
+        logger.warning(
+            "input held back",
+            extra={"key": key, "reason": row["reason"], "quarantine_key": copy_key},
+        )
     if published.held_back:
         ledger.set_fingerprint(run_id, effective_fingerprint(manifest, set(published.held_back)))
 
 
+@tracer.capture_method
 def prune(bucket: str, kept: list[str], aws: Aws) -> list[str]:
     """Remove the folders of every run but the `kept` ones; returns the runs removed."""
     gone = sorted(runs_with_folders(aws.s3, bucket) - set(kept))
@@ -160,6 +170,7 @@ def prune(bucket: str, kept: list[str], aws: Aws) -> list[str]:
     return gone
 
 
+@tracer.capture_method
 def publish_run(
     request: Mapping[str, str],
     settings: Settings,
@@ -187,11 +198,11 @@ def publish_run(
         read_record(aws.s3, bucket), run_id, published.published_at, request["manifest_key"]
     )
     write_record(aws.s3, bucket, runs)
-    logger.info(f"run {run_id} published", extra={"published_runs": len(runs)})
+    logger.info("run published", extra={"published_runs": len(runs)})
     kept = [run.run_id for run in runs][-settings.kept_runs :]
     try:
         published.pruned_runs = prune(bucket, kept, aws)
     except (ClientError, BotoCoreError, RuntimeError) as exc:
         published.prune_error = f"{type(exc).__name__}: {exc}"
-        logger.error(f"run {run_id} is published; removing old runs failed: {exc}")
+        logger.exception("run published; removing old runs failed")
     return published

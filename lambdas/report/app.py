@@ -2,10 +2,10 @@
 
 Called by the state machine's WriteReport state with
 `{"run_id": ..., "bucket": ..., "summary_query_execution_id": ...}` once the Athena summary query
-(sql/summary_report.sql) has succeeded. It reads that query's results by execution id, runs the
-other report queries of `carrental.report.REPORTS` (the sql/ files packaged beside this handler,
-found through CARRENTAL_SQL_DIR), shapes every result with the formatting `carrental run` uses and
-writes the same CSV files, then the same report.html (carrental.report_html). Returns
+(carrental/sql/summary_report.sql) has succeeded. It reads that query's results by execution id,
+runs the other report queries of `carrental.report.REPORTS` (carrental/sql/, package data of the
+carrental layer), shapes every result with the formatting `carrental run` uses and writes the
+same CSV files, then the same report.html (carrental.report_html). Returns
 `{"bucket": ..., "keys": [...]}`: the CSVs in REPORTS order, then the page.
 
 A report is all of its files or none of this invocation's: every result is read before the
@@ -51,6 +51,7 @@ class ReportQueryFailed(RuntimeError):
     """A report query ended FAILED or CANCELLED; no file of the report was written."""
 
 
+@tracer.capture_method
 def write_report(
     run_id: str,
     bucket: str,
@@ -110,6 +111,9 @@ def write_report(
     return [path.removeprefix(f"{root}/") for path in [*paths, page_path]]
 
 
+# The reports' frames stay out of the trace:
+# https://docs.powertools.aws.dev/lambda/python/latest/core/tracer/#disabling-response-auto-capture
+@tracer.capture_method(capture_response=False)
 def read_results(
     execution_ids: dict[str, str], boto3_session: boto3.Session | None
 ) -> dict[str, pd.DataFrame]:

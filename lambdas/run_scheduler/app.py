@@ -50,9 +50,7 @@ def start_handler(event: SQSEvent, context: LambdaContext) -> dict:
     metrics.add_metric(name="RunRequestsHandled", unit=MetricUnit.Count, value=len(requests))
     if decision.status == "started":
         metrics.add_metric(name="RunsStarted", unit=MetricUnit.Count, value=1)
-    logger.info(
-        f"{decision.status}: {decision.reason}", extra={**decision.to_dict(), "requests": requests}
-    )
+    logger.info("run request handled", extra={**decision.to_dict(), "requests": requests})
     return decision.to_dict()
 
 
@@ -74,5 +72,5 @@ def finish_handler(event: dict, context: LambdaContext) -> dict:
             default_dimensions={"service": metrics.service},
         ) as failed:
             failed.add_dimension(name="FailedState", value=ending.failed_state)
-    logger.info(f"run {ending.run_id} ended {ending.status}", extra=ending.to_dict())
+    logger.info("run ended", extra=ending.to_dict())
     return ending.to_dict()

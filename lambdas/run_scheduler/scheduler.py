@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Tracer
 from botocore.exceptions import ClientError
 
 from carrental import lake
@@ -40,6 +40,10 @@ from carrental.contracts import DEFAULT_REJECT_THRESHOLD
 from carrental.inputs import MissingInputs
 
 logger = Logger(child=True)
+# The handlers' Tracer, shared: each step below is a subsegment of the invocation's trace; a
+# decision lists the manifest's files, which stay out of the trace (capture_response=False):
+# https://docs.powertools.aws.dev/lambda/python/latest/core/tracer/#reusing-tracer-across-your-code
+tracer = Tracer()
 
 RUNNING, SUCCEEDED = "RUNNING", "SUCCEEDED"
 # While an upload is being validated, look again this often at least (its own request comes when
@@ -125,6 +129,7 @@ def _ask_again(settings: Settings, aws: Aws, seconds: float, reason: str) -> int
     )
 
 
+@tracer.capture_method(capture_response=False)
 def start(settings: Settings, aws: Aws, now: datetime) -> Decision:
     ledger = Ledger(aws.dynamodb, settings.ledger_table)
     marks = ledger.validating(now, timedelta(seconds=settings.validation_timeout_seconds))
@@ -159,13 +164,15 @@ def start(settings: Settings, aws: Aws, now: datetime) -> Decision:
             )
             return decision
         holder_ran = status is not None
+        # its end, if any, is handled by its end event
         logger.info(
-            f"taking the lock over from run {lock.run_id} "
-            f"({status or 'never started'}; its end, if any, is handled by its end event)"
+            "taking the lock over",
+            extra={"lock_run_id": lock.run_id, "lock_run_status": status or "never started"},
         )
     return _start_run(settings, aws, ledger, lock, holder_ran, now)
 
 
+@tracer.capture_method(capture_response=False)
 def _start_run(
     settings: Settings, aws: Aws, ledger: Ledger, seen: Lock, holder_ran: bool, now: datetime
 ) -> Decision:
@@ -245,6 +252,7 @@ def failed_state(stepfunctions, arn: str, status: str) -> str:
     return match[1] if match else "unknown"
 
 
+@tracer.capture_method
 def finish(detail: Mapping, settings: Settings, aws: Aws) -> Ending:
     """The end of one execution of the workflow (the event's `detail`: name, status,
     executionArn): https://docs.aws.amazon.com/step-functions/latest/dg/cw-events.html"""

@@ -6,7 +6,8 @@ Runtime needs: the carrental layer, Powertools, and pyarrow (the validation core
 writes the staged Parquet with it): the AWS SDK for pandas managed layer bundles pyarrow.
 
 Logs carry the upload's key and version id: a run's manifest (runs/<run_id>/manifest.json, and
-the scheduler's "run started" line) lists its inputs by the same key and version id.
+the scheduler's "run request handled" line with status "started") lists its inputs by the same
+key and version id.
 """
 
 from __future__ import annotations
@@ -52,7 +53,10 @@ def lambda_handler(event: S3EventBridgeNotificationEvent, context: LambdaContext
     obj = event.detail.object
     upload = Upload(
         bucket=event.detail.bucket.name,
-        key_as_sent=obj["key"],  # obj.key would decode it once already
+        # The raw fields, on purpose, where the data class's properties would change them:
+        # `obj.key` URL-decodes the key (unquote_plus), and Upload tries the key both as sent and
+        # decoded; `obj.version_id` raises KeyError for an event that carries no version id.
+        key_as_sent=obj["key"],
         version_id=obj.get("version-id"),
         etag=obj.etag,
         sequencer=obj.sequencer,
@@ -63,7 +67,7 @@ def lambda_handler(event: S3EventBridgeNotificationEvent, context: LambdaContext
         upload, Settings.from_env(), aws_clients(), clock, context.aws_request_id
     )
     record_metrics(outcome)
-    logger.info(f"{outcome.status}: {outcome.reason}", extra=outcome.to_dict())
+    logger.info("upload handled", extra=outcome.to_dict())
     return outcome.to_dict()
 
 

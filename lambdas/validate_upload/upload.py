@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import unquote_plus
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Tracer
 from botocore.exceptions import ClientError
 
 from carrental import lake
@@ -50,6 +50,11 @@ from carrental.validation import (
 )
 
 logger = Logger(child=True)
+# The handler's Tracer, shared: each step below is a subsegment of the invocation's trace. A step
+# that returns the open upload or a verdict keeps it out of the trace (capture_response=False:
+# serialising would read the stream, and a verdict can be long):
+# https://docs.powertools.aws.dev/lambda/python/latest/core/tracer/#reusing-tracer-across-your-code
+tracer = Tracer()
 
 # Measured on `carrental generate --scale 25 --seed 1` (validate_stream with a StagedWriter sink,
 # 2026-12-01): a rentals file's staged Parquet is 0.65 of its CSV's size (typed values and the text of every column that is not a
@@ -177,6 +182,7 @@ def ignore_reason(key: str) -> str | None:
     return None
 
 
+@tracer.capture_method(capture_response=False)
 def process_upload(
     upload: Upload, settings: Settings, aws: Aws, clock: Callable[[], datetime], attempt: str
 ) -> Outcome:
@@ -184,7 +190,7 @@ def process_upload(
     key = upload.key_candidates[0]
     reason = ignore_reason(key)
     if reason:
-        logger.info(f"ignored: {reason}")
+        logger.info("upload ignored", extra={"reason": reason})
         return Outcome("ignored", key, upload.version_id, reason=reason)
     unreadable = lake.hadoop_unreadable(key)
     if unreadable:
@@ -196,6 +202,7 @@ def process_upload(
         return handle(uploaded, settings, aws, clock, attempt)
 
 
+@tracer.capture_method(capture_response=False)
 def open_upload(s3, upload: Upload) -> UploadedObject | None:
     """The event's version, trying the key as decoded and as sent; None if it is gone (deleted
     since the event). A version id needs s3:GetObjectVersion; a missing one is NoSuchVersion:
@@ -262,6 +269,7 @@ def handle(
     return asked_for_run(outcome, settings, aws)
 
 
+@tracer.capture_method(capture_response=False)
 def validate(
     uploaded: UploadedObject,
     dataset: str,
@@ -314,7 +322,9 @@ def validate(
         if outcome.change == "superseded":
             outcome.status = "superseded"
             outcome.reason += "; superseded by a later upload while validating: not recorded"
-        logger.info(f"accepted ({outcome.change})", extra={"staged_key": staged.staged})
+        logger.info(
+            "upload accepted", extra={"change": outcome.change, "staged_key": staged.staged}
+        )
         return outcome
     finally:
         if writer is not None:
@@ -322,6 +332,7 @@ def validate(
         shutil.rmtree(settings.staging_dir, ignore_errors=True)
 
 
+@tracer.capture_method(capture_response=False)
 def asked_for_run(outcome: Outcome, settings: Settings, aws: Aws) -> Outcome:
     outcome.run_requested_in = request_run(
         aws.sqs,
@@ -334,6 +345,7 @@ def asked_for_run(outcome: Outcome, settings: Settings, aws: Aws) -> Outcome:
     return outcome
 
 
+@tracer.capture_method
 def quarantine(aws: Aws, settings: Settings, uploaded: UploadedObject, verdict: FileVerdict) -> str:
     """Copy the rejected version to quarantine/, write its error report beside it, alert."""
     bucket, key = uploaded.upload.bucket, uploaded.key
@@ -369,14 +381,15 @@ def quarantine(aws: Aws, settings: Settings, uploaded: UploadedObject, verdict: 
             verdict.render(),
         ],
     )
-    logger.warning(f"rejected: {verdict.reason}", extra={"quarantine_key": target})
+    logger.warning("upload rejected", extra={"reason": verdict.reason, "quarantine_key": target})
     return target
 
 
+@tracer.capture_method
 def refuse(aws: Aws, settings: Settings, upload: Upload, key: str, reason: str) -> Outcome:
     """A file the pipeline cannot take (its name, its size): never part of a run; the uploader
     is told why."""
-    logger.warning(f"refused: {reason}")
+    logger.warning("upload refused", extra={"reason": reason})
     alert(
         aws.sns,
         settings.alert_topic_arn,

@@ -16,6 +16,8 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,12 +27,20 @@ from typing import Any
 import boto3
 import moto.sqs.models
 import pytest
+from moto import mock_aws
 
 from carrental import lake
 from carrental.inputs import Manifest
-from tests.aws.conftest import REGION, LambdaContext
+from tests.aws.conftest import REGION, use_environment
+from tests.aws.lambda_runtime import LambdaContext
 from tests.aws.sync_stand_in import task_failures_keep_their_cause
-from tests.aws.template import ACCOUNT, REPO_ROOT, example_names, load_template, resolve
+from tests.aws.template import (
+    ACCOUNT,
+    REPO_ROOT,
+    example_names,
+    function_environment,
+    load_template,
+)
 
 NAMES = example_names(load_template())
 BUCKET = NAMES["DataLakeBucket"]
@@ -98,8 +108,7 @@ class DailyStack:
         )
 
     def use_environment(self, logical_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
-        for name, value in self.environments[logical_id].items():
-            monkeypatch.setenv(name, value)
+        use_environment(monkeypatch, self.environments[logical_id])
 
     # ------------------------------------------------------------------ uploads
 
@@ -273,6 +282,27 @@ class DailyStack:
         return sorted(o["Key"] for o in listing.get("Contents", []))
 
 
+@contextmanager
+def daily_stack(
+    validate_app: ModuleType,
+    scheduler_app: ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+    staging_dir: Path,
+    *,
+    executions: bool = False,
+) -> Iterator[DailyStack]:
+    """The stack in moto for the length of the block (its executions run if `executions`); the
+    handlers' AWS clients are forgotten after it (a test may have replaced `aws_clients`)."""
+    config = {"stepfunctions": {"execute_state_machine": True}} if executions else None
+    forget_clients = [app.aws_clients.cache_clear for app in (validate_app, scheduler_app)]
+    try:
+        with mock_aws(config=config):
+            yield create_daily_stack(validate_app, scheduler_app, Clock(), monkeypatch, staging_dir)
+    finally:
+        for forget in forget_clients:
+            forget()
+
+
 def create_daily_stack(
     validate_app: ModuleType,
     scheduler_app: ModuleType,
@@ -330,12 +360,7 @@ def create_daily_stack(
     assert (topic, machine) == (NAMES["AlertTopic"], NAMES["CarRentalPipeline"])
     names = {**NAMES, "RunRequestQueue": queue}
     environments = {
-        logical_id: {
-            k: str(v)
-            for k, v in resolve(
-                resources[logical_id]["Properties"]["Environment"]["Variables"], names
-            ).items()
-        }
+        logical_id: function_environment(template, logical_id, names)
         for logical_id in (
             "ValidateUploadFunction",
             "RunSchedulerStartFunction",

@@ -88,6 +88,14 @@ def _lookup(names: Mapping[str, Any], name: str) -> Any:
     return names[name]
 
 
+def function_environment(
+    template: Mapping[str, Any], function: str, names: Mapping[str, Any]
+) -> dict[str, str]:
+    """The environment variables the stack gives `function`, `names` resolving its references."""
+    variables = template["Resources"][function]["Properties"]["Environment"]["Variables"]
+    return {name: str(value) for name, value in resolve(variables, names).items()}
+
+
 def definition_substitutions(template: Mapping[str, Any]) -> dict[str, Any]:
     return template["Resources"][STATE_MACHINE]["Properties"]["DefinitionSubstitutions"]
 
@@ -195,3 +203,28 @@ def role_statements(template: Mapping[str, Any], role: str, names: Mapping[str, 
         for statement in policy["PolicyDocument"]["Statement"]
         if statement["Effect"] == "Allow"
     ]
+
+
+def dashboard_widgets(template: Mapping[str, Any], names: Mapping[str, Any]) -> list[dict]:
+    """The operations dashboard's widgets, the body's ${...} resolved with `names`."""
+    body = template["Resources"]["OperationsDashboard"]["Properties"]["DashboardBody"]
+    return json.loads(resolve(body, names))["widgets"]
+
+
+def dashboard_metrics(template: Mapping[str, Any]) -> list[tuple[str, str, str | None]]:
+    """(namespace, metric name, service dimension or None) of every metric the dashboard shows:
+    a metric array ([namespace, name, dimension, value, ...]) or a SEARCH expression."""
+    names = example_names(template)
+    shown = []
+    for widget in dashboard_widgets(template, names):
+        for metric in widget["properties"].get("metrics", []):
+            if "expression" in metric[0]:
+                expression = metric[0]["expression"]
+                (name,) = re.findall(r'MetricName="(\w+)"', expression)
+                namespace = re.search(r"SEARCH\('\{?([\w/]+)", expression)[1]
+                shown.append((namespace, name, None))
+            else:
+                namespace, name, *dimensions = [m for m in metric if isinstance(m, str)]
+                service = dimensions[1] if dimensions[:1] == ["service"] else None
+                shown.append((namespace, name, service))
+    return shown

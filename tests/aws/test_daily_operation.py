@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from moto import mock_aws
 
 from carrental import lake
 from carrental.aws.ledger import Ledger
@@ -27,10 +26,9 @@ from tests.aws.daily import (
     BUCKET,
     DATASETS,
     SAMPLE,
-    Clock,
     DailyStack,
     InterleavedClient,
-    create_daily_stack,
+    daily_stack,
 )
 
 DIMENSIONS = DATASETS[:3]
@@ -38,13 +36,11 @@ DIMENSIONS = DATASETS[:3]
 
 @pytest.fixture
 def stack(validate_module, scheduler_module, monkeypatch, tmp_path) -> Iterator[DailyStack]:
-    forget_clients = [app.aws_clients.cache_clear for app in (validate_module, scheduler_module)]
-    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
-        yield create_daily_stack(
-            validate_module, scheduler_module, Clock(), monkeypatch, tmp_path / "staging"
-        )
-    for forget in forget_clients:
-        forget()
+    staging = tmp_path / "staging"
+    with daily_stack(
+        validate_module, scheduler_module, monkeypatch, staging, executions=True
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

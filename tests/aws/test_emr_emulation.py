@@ -32,7 +32,7 @@ from carrental.lake import TABLES, table_run_path
 from carrental.local.store import LocalLake
 from carrental.spark.entrypoint import build_parser
 from tests.aws.asl import render
-from tests.aws.emulation import EMR_SPARK, emulation_env, installed_distributions
+from tests.aws.emulation import EMR_SPARK, QUICK_JVM, emulation_env, installed_distributions
 from tests.aws.template import (
     REPO_ROOT,
     definition_substitutions,
@@ -46,7 +46,6 @@ from tests.aws.template import (
 pytestmark = pytest.mark.emulation
 
 RUN_ID = "20261201T080000Z"
-QUICK_JVM = "-XX:TieredStopAtLevel=1"
 ARTIFACTS = "artifacts-bucket"
 JOB_STATES = {
     "vehicle_location_performance": "RunVehicleLocationPerformanceJob",
@@ -82,7 +81,6 @@ def spark_submit(env: Path, shipped: Path, job: str, args: list[str], cwd: Path)
         str(env / "bin" / "spark-submit"),
         "--master",
         "local[2]",
-        # A JVM that lives seconds spends more CPU in the optimising JIT than it saves.
         "--driver-java-options",
         QUICK_JVM,
         *submit_parameters(shipped),

@@ -36,8 +36,10 @@ from carrental.lake import TABLES
 from carrental.publishing import PUBLISHED_RUNS_TABLE, view_sql
 from carrental.report import REPORTS, load_sql
 from tests.aws.asl import render
+from tests.aws.conftest import use_environment
 from tests.aws.daily import Clock, create_daily_stack, table_properties
 from tests.aws.job_outputs import put_run_inputs
+from tests.aws.lambda_runtime import LambdaContext
 from tests.aws.report_data import queue_athena_results, report_results
 from tests.aws.sync_stand_in import athena_applies_the_workgroup_output_location
 from tests.aws.template import (
@@ -46,6 +48,7 @@ from tests.aws.template import (
     REPO_ROOT,
     definition_substitutions,
     example_names,
+    function_environment,
     iter_states,
     load_template,
     render_definition,
@@ -812,9 +815,7 @@ def test_the_run_scheduler_makes_only_listed_allowed_calls(daily, recorder, monk
     _check_recorded("RunSchedulerFinishRole", recorder)
 
 
-def test_publish_run_makes_only_listed_allowed_calls(
-    recorder, publish_module, monkeypatch, lambda_context
-) -> None:
+def test_publish_run_makes_only_listed_allowed_calls(recorder, publish_module, monkeypatch) -> None:
     s3, sns, dynamodb = (boto3.client(s) for s in ("s3", "sns", "dynamodb"))
     s3.create_bucket(Bucket=LAKE)
     s3.put_bucket_versioning(Bucket=LAKE, VersioningConfiguration={"Status": "Enabled"})
@@ -840,14 +841,14 @@ def test_publish_run_makes_only_listed_allowed_calls(
             Bucket=LAKE, Key=f"processed/business_summary/run_id={old}/p.parquet", Body=b""
         )
         s3.put_object(Bucket=LAKE, Key=f"reports/{old}/summary.csv", Body=b"")
-    environment = TEMPLATE["Resources"]["PublishRunFunction"]["Properties"]["Environment"]
-    for name, value in resolve(environment["Variables"], {**NAMES, "AlertTopic": topic}).items():
-        monkeypatch.setenv(name, str(value))
+    names = {**NAMES, "AlertTopic": topic}
+    use_environment(monkeypatch, function_environment(TEMPLATE, "PublishRunFunction", names))
     publish_module.aws_clients.cache_clear()
 
     with recorder:
         published = publish_module.lambda_handler(
-            {"run_id": RUN, "bucket": LAKE, "manifest_key": lake.manifest_key(RUN)}, lambda_context
+            {"run_id": RUN, "bucket": LAKE, "manifest_key": lake.manifest_key(RUN)},
+            LambdaContext("publish-run"),
         )
 
     publish_module.aws_clients.cache_clear()
@@ -856,7 +857,7 @@ def test_publish_run_makes_only_listed_allowed_calls(
 
 
 def test_the_report_makes_only_listed_allowed_calls(
-    recorder, report_app, lambda_context, monkeypatch
+    recorder, report_app, report_context, monkeypatch
 ) -> None:
     s3, athena = boto3.client("s3"), boto3.client("athena")
     for bucket in (LAKE, ARTIFACTS):
@@ -876,7 +877,7 @@ def test_the_report_makes_only_listed_allowed_calls(
     with recorder:
         report_app.lambda_handler(
             {"run_id": RUN, "bucket": LAKE, "summary_query_execution_id": summary_id},
-            lambda_context,
+            report_context,
         )
 
     _check_recorded("ReportRole", recorder)

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import socket
 import subprocess
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
@@ -31,7 +34,7 @@ from tests.aws.emulation import emulation_env, folder_bytes, lambda_layer_requir
 from tests.aws.job_outputs import put_run_inputs
 from tests.aws.report_data import RUN_ID, queue_athena_results, report_results
 from tests.aws.sync_stand_in import athena_applies_the_workgroup_output_location
-from tests.aws.template import REPO_ROOT, load_template, resolve
+from tests.aws.template import REPO_ROOT, dashboard_metrics, function_environment, load_template
 
 pytestmark = pytest.mark.emulation
 
@@ -114,50 +117,198 @@ def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         server.stop()
 
 
-def invoke(env: Path, built: Built, function: str, events: list[dict], environment: dict, tmp):
-    """Run `events` through the built function in one emulated container; the invocations'
-    results. carrental must come from the built layer, every other package from the venv."""
-    request = tmp / f"{function}-request.json"
-    results = tmp / f"{function}-results.json"
-    handler, service = FUNCTIONS[function]
-    request.write_text(
-        json.dumps(
-            {
-                "function": str(built.functions[function]),
-                "layers": [str(built.layer)],
-                "repository": str(REPO_ROOT),
-                "handler": handler,
-                "function_name": service,
-                "events": events,
-                "probe": ["carrental", "awswrangler", "aws_lambda_powertools", "pyarrow"],
-                "results": str(results),
+# Where Lambda puts the function, the invocation's trace header and the X-Ray daemon's address
+# when tracing is active (LAMBDA_TASK_ROOT, _X_AMZN_TRACE_ID, AWS_XRAY_DAEMON_ADDRESS):
+# https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html#configuration-envvars-runtime
+TRACE_ID = "1-5759e988-bd862e3fe1be46a994272793"
+FACADE_SEGMENT = "53995c3f42cd8ad8"  # the segment Lambda opens for an invocation
+# The subsegments Powertools' Tracer opens ("## <handler>", "## <module>.<function>") in each
+# function for the invocations of the tests below: the handler and the steps it delegates to.
+TRACED_STEPS = {
+    "ValidateUploadFunction": {
+        "## lambda_handler",
+        "## upload.process_upload",
+        "## upload.open_upload",
+        "## upload.validate",
+        "## upload.asked_for_run",
+    },
+    "RunSchedulerStartFunction": {
+        "## start_handler",
+        "## scheduler.start",
+        "## scheduler._start_run",
+    },
+    "PublishRunFunction": {
+        "## lambda_handler",
+        "## publish.publish_run",
+        "## publish.read_run_inputs",
+        "## publish.hold_back",
+        "## publish.prune",
+    },
+    "RunSchedulerFinishFunction": {"## finish_handler", "## scheduler.finish"},
+    "ReportFunction": {"## lambda_handler", "## app.write_report", "## app.read_results"},
+}
+
+
+class XRayDaemon:
+    """A UDP socket in the X-Ray daemon's place: the functions' X-Ray SDK sends it each closed
+    (sub)segment as a JSON document after a header line
+    (https://docs.aws.amazon.com/xray/latest/devguide/xray-api-sendingdata.html#xray-api-daemon).
+    A thread reads them as they come, so that no burst overflows the socket's buffer."""
+
+    END = b"end of invocation"
+
+    def __init__(self) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.datagrams: queue.Queue[bytes] = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    @property
+    def address(self) -> str:
+        host, port = self.socket.getsockname()
+        return f"{host}:{port}"
+
+    def _read(self) -> None:
+        while True:
+            try:
+                self.datagrams.put(self.socket.recv(65535))
+            except OSError:  # closed
+                return
+
+    def segments(self) -> list[dict]:
+        """What the functions sent since the last call (the senders have exited by then; on
+        the loopback a datagram sent after theirs is read after theirs)."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as marker:
+            marker.sendto(self.END, self.socket.getsockname())
+        received = []
+        while (datagram := self.datagrams.get(timeout=30)) != self.END:
+            header, document = datagram.split(b"\n", 1)
+            assert json.loads(header) == {"format": "json", "version": 1}
+            received.append(json.loads(document))
+        return received
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def metrics_emitted(stdout: str) -> set[tuple[str, str, str]]:
+    """(namespace, service dimension, metric name) of the embedded metric format documents a
+    function printed (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html)."""
+    emitted = set()
+    for line in stdout.splitlines():
+        document = json.loads(line) if line.startswith("{") else {}
+        for directive in document.get("_aws", {}).get("CloudWatchMetrics", []):
+            assert all("service" in dimensions for dimensions in directive["Dimensions"])
+            emitted |= {
+                (directive["Namespace"], document["service"], metric["Name"])
+                for metric in directive["Metrics"]
             }
-        ),
-        encoding="utf-8",
-    )
-    variables = {k: v for k, v in os.environ.items() if k.startswith("AWS_") or k == "PATH"}
-    done = subprocess.run(
-        [env / "bin" / "python", "-I", REPO_ROOT / "tests/aws/lambda_runtime.py", request],
-        cwd=tmp,
-        env={
-            **variables,
-            "POWERTOOLS_TRACE_DISABLED": "true",
-            "POWERTOOLS_SERVICE_NAME": service,
-            "POWERTOOLS_METRICS_NAMESPACE": "carrental",
-            **environment,
-        },
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    outcome = json.loads(results.read_text(encoding="utf-8"))
-    assert outcome["modules"]["carrental"] == str(built.layer / "carrental" / "__init__.py")
-    for package, module_file in outcome["modules"].items():
-        if package != "carrental" and module_file is not None:
-            assert module_file.startswith(str(env)), package
-    assert outcome["modules"]["aws_lambda_powertools"] is not None
-    return outcome["invocations"]
+    return emitted
+
+
+@dataclass
+class Emulator:
+    """Invokes the built functions; keeps what they emitted besides their results."""
+
+    built: Built
+    tmp: Path
+    daemon: XRayDaemon
+    metrics: dict[str, set[tuple[str, str, str]]] = field(default_factory=dict)
+    traces: dict[str, list[dict]] = field(default_factory=dict)
+
+    def invoke(self, env: Path, function: str, events: list[dict], environment: dict) -> list:
+        """Run `events` through the built function in one emulated container, with the
+        environment the template gives it and tracing on; the invocations' results. carrental
+        must come from the built layer, every other package from the venv."""
+        request = self.tmp / f"{function}-request.json"
+        results = self.tmp / f"{function}-results.json"
+        handler, service = FUNCTIONS[function]
+        request.write_text(
+            json.dumps(
+                {
+                    "function": str(self.built.functions[function]),
+                    "layers": [str(self.built.layer)],
+                    "repository": str(REPO_ROOT),
+                    "handler": handler,
+                    "function_name": service,
+                    "events": events,
+                    "probe": ["carrental", "awswrangler", "aws_lambda_powertools", "pyarrow"],
+                    "results": str(results),
+                }
+            ),
+            encoding="utf-8",
+        )
+        variables = {k: v for k, v in os.environ.items() if k.startswith("AWS_") or k == "PATH"}
+        done = subprocess.run(
+            [env / "bin" / "python", "-I", REPO_ROOT / "tests/aws/lambda_runtime.py", request],
+            cwd=self.tmp,
+            env={
+                **variables,
+                "LAMBDA_TASK_ROOT": str(self.built.functions[function]),
+                "_X_AMZN_TRACE_ID": f"Root={TRACE_ID};Parent={FACADE_SEGMENT};Sampled=1",
+                "AWS_XRAY_DAEMON_ADDRESS": self.daemon.address,
+                **environment,
+            },
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        outcome = json.loads(results.read_text(encoding="utf-8"))
+        assert outcome["modules"]["carrental"] == str(
+            self.built.layer / "carrental" / "__init__.py"
+        )
+        for package, module_file in outcome["modules"].items():
+            if package != "carrental" and module_file is not None:
+                assert module_file.startswith(str(env)), package
+        assert outcome["modules"]["aws_lambda_powertools"] is not None
+        self.metrics.setdefault(function, set()).update(metrics_emitted(done.stdout))
+        self.traces.setdefault(function, []).extend(self.daemon.segments())
+        return outcome["invocations"]
+
+    def traced_steps(self, function: str) -> set[str]:
+        """The names of the function's Powertools subsegments, each checked to hang, through
+        its parents, from the handler's subsegment under the invocation's segment."""
+        segments = {s["id"]: s for s in self.traces[function]}
+        assert segments and all(s["trace_id"] == TRACE_ID for s in segments.values())
+        named = {}
+        for segment in segments.values():
+            if segment["name"].startswith("## "):
+                chain = [segment]
+                while chain[-1]["parent_id"] in segments:
+                    chain.append(segments[chain[-1]["parent_id"]])
+                handler = chain[-1]
+                assert handler["parent_id"] == FACADE_SEGMENT, segment["name"]
+                assert handler["name"] == f"## {FUNCTIONS[function][0].rsplit('.', 1)[1]}"
+                named[segment["name"]] = segment
+        return set(named)
+
+
+@pytest.fixture
+def emulator(built: Built, tmp_path: Path) -> Iterator[Emulator]:
+    daemon = XRayDaemon()
+    try:
+        yield Emulator(built, tmp_path, daemon)
+    finally:
+        daemon.close()
+
+
+def assert_telemetry_as_promised(emulator: Emulator, functions: list[str]) -> None:
+    """Each function traced its handler's steps, and emitted its metrics under the namespace and
+    service its template environment names, each of them on the operations dashboard."""
+    shown = dashboard_metrics(TEMPLATE)
+    for function in functions:
+        assert emulator.traced_steps(function) == TRACED_STEPS[function], function
+        environment = TEMPLATE["Resources"][function]["Properties"]["Environment"]["Variables"]
+        promised = (
+            environment["POWERTOOLS_METRICS_NAMESPACE"],
+            environment["POWERTOOLS_SERVICE_NAME"],
+        )
+        assert emulator.metrics[function], f"{function} emitted no metric"
+        for namespace, service, name in emulator.metrics[function]:
+            assert (namespace, service) == promised, (function, name)
+            assert {(namespace, name, service), (namespace, name, None)} & set(shown), name
 
 
 def test_the_layers_envs_hold_the_pinned_layer_versions(layers_env, powertools_env) -> None:
@@ -217,16 +368,9 @@ def create_stack(tmp_path: Path) -> Stack:
         "GlueDatabase": DATABASE,
     }
     environments = {
-        function: {
-            k: str(v)
-            for k, v in resolve(
-                TEMPLATE["Resources"][function]["Properties"]["Environment"]["Variables"], names
-            ).items()
-        }
-        for function in FUNCTIONS
+        function: function_environment(TEMPLATE, function, names) for function in FUNCTIONS
     }
     environments["ValidateUploadFunction"]["STAGING_DIR"] = str(tmp_path / "tmp")
-    environments["ReportFunction"]["CARRENTAL_SQL_DIR"] = "sql"  # beside the handler
     return Stack(environments, queue, alerts, machine)
 
 
@@ -261,7 +405,7 @@ def run_requests(queue: str) -> dict:
 
 
 def test_uploads_lead_to_one_run_and_its_publish_in_the_built_functions(
-    layers_env, powertools_env, built, moto_server, tmp_path
+    layers_env, powertools_env, emulator, moto_server, tmp_path
 ) -> None:
     stack = create_stack(tmp_path)
     sample = REPO_ROOT / "data" / "sample"
@@ -276,13 +420,11 @@ def test_uploads_lead_to_one_run_and_its_publish_in_the_built_functions(
     )["detail"]["object"]["key"]
     events += [json.loads((EVENTS / "non_csv_created.json").read_text()), encoded]
 
-    outcomes = invoke(
+    outcomes = emulator.invoke(
         layers_env,
-        built,
         "ValidateUploadFunction",
         events,
         stack.environments["ValidateUploadFunction"],
-        tmp_path,
     )
 
     results = [outcome["result"] for outcome in outcomes]
@@ -290,13 +432,11 @@ def test_uploads_lead_to_one_run_and_its_publish_in_the_built_functions(
     assert results[5]["key"] == decoded_key
     assert len(set(r["staged_key"] for r in results[:4])) == 4
 
-    (decision,) = invoke(
+    (decision,) = emulator.invoke(
         powertools_env,
-        built,
         "RunSchedulerStartFunction",
         [run_requests(stack.queue)],
         stack.environments["RunSchedulerStartFunction"],
-        tmp_path,
     )
     assert decision["result"]["status"] == "started", decision
     sfn, s3 = boto3.client("stepfunctions"), boto3.client("s3")
@@ -312,13 +452,11 @@ def test_uploads_lead_to_one_run_and_its_publish_in_the_built_functions(
 
     held_back = lake.raw_key("rental_transactions", "rental_transactions.csv")
     put_run_inputs(s3, LAKE, run_id, manifest.inputs, {held_back: "held back: a test"})
-    (published,) = invoke(
+    (published,) = emulator.invoke(
         layers_env,
-        built,
         "PublishRunFunction",
         [{"run_id": run_id, "bucket": LAKE, "manifest_key": started["manifest_key"]}],
         stack.environments["PublishRunFunction"],
-        tmp_path,
     )
     assert published["result"]["held_back"] == [held_back], published
     record = parse_record(
@@ -330,22 +468,18 @@ def test_uploads_lead_to_one_run_and_its_publish_in_the_built_functions(
     ended["detail"].update(
         name=run_id, executionArn=execution["executionArn"], stateMachineArn=stack.machine
     )
-    (ending,) = invoke(
+    (ending,) = emulator.invoke(
         powertools_env,
-        built,
         "RunSchedulerFinishFunction",
         [ended],
         stack.environments["RunSchedulerFinishFunction"],
-        tmp_path,
     )
     assert ending["result"]["released"] and ending["result"]["recheck_in"] == 0
-    (again,) = invoke(
+    (again,) = emulator.invoke(
         powertools_env,
-        built,
         "RunSchedulerStartFunction",
         [run_requests(stack.queue)],
         stack.environments["RunSchedulerStartFunction"],
-        tmp_path,
     )
     assert again["result"]["status"] == "nothing_new", again  # the held-back file is out
     assert (
@@ -356,11 +490,18 @@ def test_uploads_lead_to_one_run_and_its_publish_in_the_built_functions(
         )
         == 1
     )
+    assert_telemetry_as_promised(
+        emulator,
+        [
+            "ValidateUploadFunction",
+            "RunSchedulerStartFunction",
+            "PublishRunFunction",
+            "RunSchedulerFinishFunction",
+        ],
+    )
 
 
-def test_report_writes_every_csv_through_athena_and_s3(
-    layers_env, built, moto_server, tmp_path
-) -> None:
+def test_report_writes_every_csv_through_athena_and_s3(layers_env, emulator, moto_server) -> None:
     s3, athena = boto3.client("s3"), boto3.client("athena")
     for bucket in (LAKE, ARTIFACTS):
         s3.create_bucket(Bucket=bucket)
@@ -373,7 +514,7 @@ def test_report_writes_every_csv_through_athena_and_s3(
     )
     expected = report_results()
     queue_athena_results(list(expected.values()), endpoint=moto_server)
-    summary_sql = (built.functions["ReportFunction"] / "sql" / REPORTS["summary.csv"]).read_text()
+    summary_sql = (emulator.built.layer / "carrental" / "sql" / REPORTS["summary.csv"]).read_text()
     summary_id = athena.start_query_execution(
         QueryString=summary_sql,
         WorkGroup=WORKGROUP,
@@ -381,17 +522,13 @@ def test_report_writes_every_csv_through_athena_and_s3(
         ExecutionParameters=[f"'{RUN_ID}'"] * summary_sql.count("= ?"),
     )["QueryExecutionId"]
 
-    (outcome,) = invoke(
+    (outcome,) = emulator.invoke(
         layers_env,
-        built,
         "ReportFunction",
         [{"run_id": RUN_ID, "bucket": LAKE, "summary_query_execution_id": summary_id}],
-        {
-            "GLUE_DATABASE": DATABASE,
-            "ATHENA_WORKGROUP": WORKGROUP,
-            "CARRENTAL_SQL_DIR": str(built.functions["ReportFunction"] / "sql"),
-        },
-        tmp_path,
+        function_environment(
+            TEMPLATE, "ReportFunction", {"AthenaWorkGroup": WORKGROUP, "GlueDatabase": DATABASE}
+        ),
     )
 
     keys = [f"reports/{RUN_ID}/{name}" for name in REPORTS]
@@ -400,6 +537,7 @@ def test_report_writes_every_csv_through_athena_and_s3(
         assert s3.get_object(Bucket=LAKE, Key=key)["Body"].read().decode() == (
             result_set.expected_csv
         ), key
+    assert_telemetry_as_promised(emulator, ["ReportFunction"])
 
 
 def test_the_three_layers_and_the_largest_function_fit_lambdas_unzipped_limit(

@@ -18,9 +18,9 @@ from carrental import lake
 from carrental.aws.ledger import Arrival, Ledger
 from carrental.inputs import InputFile
 from carrental.publishing import parse_record
-from tests.aws.conftest import LambdaContext
 from tests.aws.daily import table_properties
 from tests.aws.job_outputs import put_run_inputs
+from tests.aws.lambda_runtime import LambdaContext
 from tests.aws.template import load_template
 
 BUCKET = "carrental-test-lake"

@@ -24,7 +24,10 @@ from tests.aws.conftest import load_function
 from tests.aws.report_data import placeholder_count
 from tests.aws.template import (
     REPO_ROOT,
+    dashboard_metrics,
+    dashboard_widgets,
     definition_substitutions,
+    example_names,
     load_template,
     parameter_defaults,
     render_definition,
@@ -403,6 +406,10 @@ def test_sam_build_targets_package_the_layer_and_every_function(template, tmp_pa
     layer = layer_dir / "python" / "carrental"
     assert (layer / "__init__.py").is_file() and (layer / "aws" / "ledger.py").is_file()
     assert not list(layer.rglob("__pycache__"))
+    # the Report function reads its SQL from the layer, as package data
+    assert sorted(p.name for p in (layer / "sql").iterdir()) == sorted(REPORTS.values())
+    for sql_file in REPORTS.values():
+        assert (layer / "sql" / sql_file).read_text() == load_sql(sql_file)
     for function, (folder, _) in FUNCTION_FOLDERS.items():
         built = tmp_path / function
         subprocess.run(
@@ -411,13 +418,11 @@ def test_sam_build_targets_package_the_layer_and_every_function(template, tmp_pa
             check=True,
         )
         sources = sorted(p.name for p in (REPO_ROOT / "lambdas" / folder).glob("*.py"))
-        assert sorted(p.name for p in built.glob("*.py")) == sources, function
+        assert sorted(p.name for p in built.iterdir()) == sources, function
         for name in sources:
             assert (built / name).read_bytes() == (
                 REPO_ROOT / "lambdas" / folder / name
             ).read_bytes()
-    for sql_file in REPORTS.values():
-        assert (tmp_path / "ReportFunction" / "sql" / sql_file).read_text() == load_sql(sql_file)
 
 
 # Resource type -> (service, create operation, the request member its Name property becomes).
@@ -532,70 +537,44 @@ AWS_METRICS = {
 }
 
 
-def emitted_metrics(template) -> set[tuple[str, str]]:
-    """(service dimension, metric name) of every metric the functions' code emits."""
+def emitted_metrics(template) -> set[tuple[str, str, str]]:
+    """(namespace, service dimension, metric name) of every metric the functions' code emits,
+    namespace and service from each function's environment (Powertools reads them there)."""
     import ast
 
     emitted = set()
     for function, (folder, _) in FUNCTION_FOLDERS.items():
-        service = _environment(template, function)["POWERTOOLS_SERVICE_NAME"]
-        tree = ast.parse((REPO_ROOT / "lambdas" / folder / "app.py").read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and ast.unparse(node.func) in (
-                "metrics.add_metric",
-                "single_metric",
-            ):
-                name = next(k.value for k in node.keywords if k.arg == "name")
-                # a literal, or a choice between literals
-                emitted |= {
-                    (service, c.value)
-                    for c in ast.walk(name)
-                    if isinstance(c, ast.Constant) and isinstance(c.value, str)
-                }
+        environment = _environment(template, function)
+        namespace = environment["POWERTOOLS_METRICS_NAMESPACE"]
+        service = environment["POWERTOOLS_SERVICE_NAME"]
+        for source in (REPO_ROOT / "lambdas" / folder).glob("*.py"):
+            for node in ast.walk(ast.parse(source.read_text())):
+                if isinstance(node, ast.Call) and ast.unparse(node.func) in (
+                    "metrics.add_metric",
+                    "single_metric",
+                ):
+                    name = next(k.value for k in node.keywords if k.arg == "name")
+                    # a literal, or a choice between literals
+                    emitted |= {
+                        (namespace, service, c.value)
+                        for c in ast.walk(name)
+                        if isinstance(c, ast.Constant) and isinstance(c.value, str)
+                    }
     return emitted
 
 
-def test_the_dashboard_shows_only_metrics_something_emits(template) -> None:
-    names = {
-        name: name
-        for name in ("AWS::StackName", "AWS::Region", "CarRentalPipeline", "SparkApplication")
-    }
-    names.update({k: k for k, v in template["Resources"].items() if v["Type"].endswith("Function")})
-    names.update(
-        {
-            f"{k}.QueueName": k
-            for k, v in template["Resources"].items()
-            if v["Type"] == "AWS::SQS::Queue"
-        }
-    )
-    names["EmrLogGroup"] = "/aws/emr-serverless/stack"
-    names["SettleSeconds"] = 120
-    dashboard = template["Resources"]["OperationsDashboard"]["Properties"]
-    body = json.loads(resolve(dashboard["DashboardBody"], names))
-    emitted, shown = emitted_metrics(template), []
-    for widget in body["widgets"]:
-        properties = widget["properties"]
-        for metric in properties.get("metrics", []):
-            if "expression" in metric[0]:
-                expression = metric[0]["expression"]
-                (name,) = re.findall(r'MetricName="(\w+)"', expression)
-                namespace = re.search(r"SEARCH\('\{?([\w/]+)", expression)[1]
-                shown.append((namespace, name, None))
-            else:
-                namespace, name, *dimensions = [m for m in metric if isinstance(m, str)]
-                service = dimensions[1] if dimensions[:1] == ["service"] else None
-                shown.append((namespace, name, service))
-        if widget["type"] == "log":
-            assert properties["query"].startswith(f"SOURCE '{names['EmrLogGroup']}' |")
+def test_the_dashboard_shows_every_metric_the_functions_emit_and_no_other(template) -> None:
+    emitted, shown = emitted_metrics(template), dashboard_metrics(template)
     assert len(shown) >= 25
     for namespace, name, service in shown:
-        if namespace == "carrental":
-            emitters = {s for s, n in emitted if n == name}
-            assert emitters and (service is None or service in emitters), (name, service)
-        else:
+        if namespace in AWS_METRICS:
             assert name in AWS_METRICS[namespace], (namespace, name)
-    # the dashboard shows what the functions count, all of it
-    assert {n for s, n in emitted} <= {name for _, name, _ in shown} | {
-        "RunsEnded",
-        "RunRequestsHandled",
-    }
+        else:  # ours: emitted under this namespace, by this service if the widget names one
+            emitters = {s for ns, s, n in emitted if (ns, n) == (namespace, name)}
+            assert emitters and (service is None or service in emitters), (namespace, name)
+    ours = {(ns, n) for ns, _, n in emitted}
+    assert ours <= {(namespace, name) for namespace, name, _ in shown}
+    for widget in dashboard_widgets(template, example_names(template)):
+        if widget["type"] == "log":
+            emr_logs = example_names(template)["EmrLogGroup"]
+            assert widget["properties"]["query"].startswith(f"SOURCE '{emr_logs}' |")

@@ -11,27 +11,24 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from moto import mock_aws
 
 from carrental import lake
 from carrental.aws.ledger import Ledger
 from carrental.generate import generate
-from tests.aws.daily import BUCKET, EVENTS, SAMPLE, Clock, DailyStack, create_daily_stack
+from tests.aws.daily import BUCKET, EVENTS, SAMPLE, DailyStack, daily_stack
 
 
 @pytest.fixture
 def stack(validate_module, scheduler_module, monkeypatch, tmp_path) -> Iterator[DailyStack]:
-    forget_clients = [app.aws_clients.cache_clear for app in (validate_module, scheduler_module)]
-    with mock_aws():
-        yield create_daily_stack(
-            validate_module, scheduler_module, Clock(), monkeypatch, tmp_path / "staging"
-        )
-    for forget in forget_clients:
-        forget()
+    with daily_stack(
+        validate_module, scheduler_module, monkeypatch, tmp_path / "staging"
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
-def dirty_batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def dirty_rentals_batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A batch small enough to upload quickly, 3 % of its rows broken."""
     out = tmp_path_factory.mktemp("upload_dirty")
     generate(out, scale=0.02, seed=6, dirty_rate=0.03)
     return out
@@ -127,9 +124,9 @@ def test_each_kind_of_rejection_through_the_function(stack, monkeypatch, content
     assert len(stack.alerts()) == 1
 
 
-def test_too_many_bad_rows_over_the_configured_threshold(stack, monkeypatch, dirty_batch):
+def test_too_many_bad_rows_over_the_configured_threshold(stack, monkeypatch, dirty_rentals_batch):
     stack.environments["ValidateUploadFunction"]["REJECT_THRESHOLD"] = "0.01"
-    path = dirty_batch / "rental_transactions.csv"
+    path = dirty_rentals_batch / "rental_transactions.csv"
     outcome = stack.upload_and_validate("rental_transactions", path, monkeypatch)
     assert outcome["status"] == "rejected"
     report = json.loads(stack.body(outcome["quarantine_key"] + ".errors.json"))

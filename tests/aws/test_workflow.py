@@ -32,9 +32,10 @@ from carrental.publishing import parse_record, view_sql
 from carrental.report import REPORTS, load_sql
 from carrental.report_html import REPORT_PAGE
 from carrental.spark.entrypoint import build_parser
-from tests.aws.conftest import REGION, LambdaContext
+from tests.aws.conftest import REGION, use_environment
 from tests.aws.daily import table_properties
 from tests.aws.job_outputs import put_run_inputs
+from tests.aws.lambda_runtime import LambdaContext
 from tests.aws.report_data import (
     RUN_ID,
     athena_ends_query,
@@ -56,6 +57,7 @@ from tests.aws.sync_stand_in import (
 )
 from tests.aws.template import (
     definition_substitutions,
+    function_environment,
     iter_states,
     load_template,
     parameter_defaults,
@@ -315,15 +317,12 @@ def pipeline(monkeypatch, report_app, publish_module) -> Iterator[Pipeline]:
                     ),
                 },
             )
-            environment = {
-                **template["Resources"]["ReportFunction"]["Properties"]["Environment"]["Variables"],
-                **template["Resources"]["PublishRunFunction"]["Properties"]["Environment"][
-                    "Variables"
-                ],
-            }
-            for name, value in environment.items():
-                if name not in ("CARRENTAL_SQL_DIR",) and not name.startswith("POWERTOOLS_"):
-                    monkeypatch.setenv(name, str(resolve(value, stack.names)))
+            for function in ("ReportFunction", "PublishRunFunction"):
+                environment = function_environment(template, function, stack.names)
+                use_environment(  # Powertools read theirs on import (load_function)
+                    monkeypatch,
+                    {k: v for k, v in environment.items() if not k.startswith("POWERTOOLS_")},
+                )
             yield stack
         finally:
             state_manager.unset_transition("glue::crawl")
@@ -338,7 +337,11 @@ def queue_run_results() -> dict:
     return expected
 
 
-def test_a_run_becomes_tables_a_report_and_the_published_run(pipeline: Pipeline) -> None:
+def test_a_run_crawls_every_table_folder_then_writes_its_report_and_publishes(
+    pipeline: Pipeline,
+) -> None:
+    """The success path as far as moto goes: the tables themselves are the Spark jobs' and the
+    crawlers' work, which do not run here (test_emr_emulation.py runs the jobs)."""
     expected_reports = queue_run_results()
 
     execution, stand_in = pipeline.execute()
@@ -355,10 +358,14 @@ def test_a_run_becomes_tables_a_report_and_the_published_run(pipeline: Pipeline)
     assert [(r.run_id, r.is_current) for r in record] == [(EARLIER_RUN, False), (RUN_ID, True)]
     assert record[-1].manifest == lake.manifest_key(RUN_ID)
     assert pipeline.alerts() == []
+    crawled = set()
     for crawler in ("VehicleLocationPerformanceCrawler", "UserTransactionAnalysisCrawler"):
         assert pipeline.last_crawl(crawler)["Status"] == "SUCCEEDED"
         polls = pipeline.entered(execution["executionArn"], f"Get{crawler}")
         assert polls >= 2, f"{crawler}: the wait-and-poll loop never turned"
+        targets = boto3.client("glue").get_crawler(Name=pipeline.crawler(crawler))["Crawler"]
+        crawled |= {target["Path"] for target in targets["Targets"]["S3Targets"]}
+    assert crawled == {f"s3://{pipeline.lake}/{lake.PROCESSED}/{table}/" for table in lake.TABLES}
     athena = boto3.client("athena")
     (summary_id,) = [
         query_id
