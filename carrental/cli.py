@@ -142,11 +142,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
+    from carrental.lake import infer_dataset
     from carrental.local.console import print_ingested
     from carrental.local.output import console as output_console
     from carrental.local.runner import ingest_files
     from carrental.local.store import LakeError, LocalLake
-    from carrental.validation import infer_dataset
 
     if args.dataset is not None:
         infer_dataset("", args.dataset)  # an unknown --dataset is a usage error (exit 2)
@@ -318,8 +318,9 @@ def _sync_template_sql(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from carrental.lake import infer_dataset
     from carrental.local.output import print_plain, to_json
-    from carrental.validation import DEFAULT_REJECT_THRESHOLD, infer_dataset, validate_path
+    from carrental.validation import DEFAULT_REJECT_THRESHOLD, validate_path
 
     if args.dataset is not None:
         infer_dataset("", args.dataset)  # an unknown --dataset is a usage error (exit 2)

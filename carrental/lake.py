@@ -25,6 +25,8 @@ import re
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
+from carrental.contracts import DATASETS
+
 # Output tables and the job that writes each (docs/tables.md).
 TABLES: dict[str, str] = {
     "location_performance": "vehicle_location_performance",
@@ -106,6 +108,27 @@ def hadoop_unreadable(path: str) -> str | None:
 
 def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def infer_dataset(path: str, explicit: str | None = None) -> str:
+    """The dataset of a file: `explicit` if given, else the folder after ``raw/``
+    (``raw/<dataset>/…``), else the parent folder's name, else the file name's stem."""
+    known = ", ".join(DATASETS)
+    if explicit is not None:
+        if explicit not in DATASETS:
+            raise ValueError(f"unknown dataset {explicit!r} (known: {known})")
+        return explicit
+    pure = PurePosixPath(path.replace("\\", "/"))
+    folders = pure.parts[:-1]
+    candidates = [folders[i + 1] for i, part in enumerate(folders[:-1]) if part == RAW]
+    candidates += [*folders[-1:], pure.name.split(".")[0]]
+    for name in candidates:
+        if name in DATASETS:
+            return name
+    raise ValueError(
+        f"cannot tell the dataset of {path!r}: pass --dataset, put the file under "
+        f"{RAW}/<dataset>/ or name it <dataset>.csv (known datasets: {known})"
+    )
 
 
 def raw_key(dataset: str, name: str) -> str:

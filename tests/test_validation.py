@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 
 from carrental.cli import main
 from carrental.contracts import DATASETS, LOCATIONS, RENTAL_TRANSACTIONS, USERS, Severity
+from carrental.lake import infer_dataset
 from carrental.validation import (
     BLOCK_SIZE,
     FileVerdict,
-    infer_dataset,
     validate_path,
     validate_stream,
 )

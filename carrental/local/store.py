@@ -42,7 +42,6 @@ from carrental.staging import PARTIAL_SUFFIX, StagedWriter, partial_name, partia
 from carrental.validation import (
     DEFAULT_REJECT_THRESHOLD,
     FileVerdict,
-    infer_dataset,
     validate_stream,
 )
 
@@ -240,7 +239,7 @@ class LocalLake:
         Raises UnreadableInput when `source` cannot be read, LakeError when the lake cannot be
         written (nothing of the file is left in the lake then). A rejected file whose
         quarantine fails still gets its verdict, with `not_quarantined` saying why."""
-        name = infer_dataset(str(source), dataset)
+        name = lake.infer_dataset(str(source), dataset)
         staged_folder = self.root / lake.STAGED / name
         try:
             sink = _Sink(StagedWriter(DATASETS[name], staged_folder))

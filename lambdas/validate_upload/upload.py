@@ -45,7 +45,6 @@ from carrental.staging import StagedWriter
 from carrental.validation import (
     DEFAULT_REJECT_THRESHOLD,
     FileVerdict,
-    infer_dataset,
     validate_stream,
 )
 
@@ -229,7 +228,7 @@ def handle(
 ) -> Outcome:
     key, version_id = uploaded.key, uploaded.upload.version_id
     try:
-        dataset, known = infer_dataset(key), True
+        dataset, known = lake.infer_dataset(key), True
     except ValueError:
         dataset, known = key.split("/")[1], False  # ignore_reason: key is raw/<folder>/…
     if uploaded.size > settings.max_upload_bytes:
