@@ -24,7 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from carrental.cli import main
-from carrental.contracts import DATASETS, LOCATIONS, RENTAL_TRANSACTIONS, USERS, Severity
+from carrental.contracts import DATASETS, LOCATIONS, RENTAL_TRANSACTIONS, USERS, RuleKind, Severity
 from carrental.lake import infer_dataset
 from carrental.validation import (
     BLOCK_SIZE,
@@ -105,7 +105,7 @@ def test_counts_match_defects_json_exactly(dirty_batch):
         column = RENTAL_TRANSACTIONS.rule(rule).columns[-1]
         for row, value in examples:
             written = raw[row - 1][column]
-            if RENTAL_TRANSACTIONS.rule(rule).kind == "not_null":
+            if RENTAL_TRANSACTIONS.rule(rule).kind is RuleKind.NOT_NULL:
                 assert (written, value) == ("", ""), (rule, row)  # the empty field, as written
             else:  # the value as written (an `after` example adds the start time)
                 assert written and value.startswith(written), (rule, row, value)

@@ -32,7 +32,6 @@ from carrental.spark.io import (
     write_table,
 )
 from carrental.spark.rules import (
-    PRICING_CLASS_COLUMN,
     REJECTED,
     check_dataset,
     referenced_columns,
@@ -57,7 +56,7 @@ OUTPUT_COLUMNS = {
         "rental_end_time",
         "pickup_location",
         "total_amount",
-        PRICING_CLASS_COLUMN,
+        "vehicle_type",
     },
 }
 # Rows listed per rule in a held-back file's reason (and malformed rows in an error), at most.

@@ -19,7 +19,6 @@ from pyspark.sql import types as st
 from carrental.contracts import DATASETS, RENTAL_TRANSACTIONS, Severity
 from carrental.spark.io import ROW_NUMBER, SOURCE_FILE
 from carrental.spark.rules import (
-    PRICING_CLASS_COLUMN,
     REJECTED,
     SECONDS_PER_HOUR,
     raw,
@@ -44,7 +43,7 @@ def valid_rentals(checked_rentals: DataFrame) -> DataFrame:
         "rental_start_time",
         "pickup_location",
         "total_amount",
-        PRICING_CLASS_COLUMN,
+        "vehicle_type",
         rental_seconds(F.col("rental_start_time"), F.col("rental_end_time")).alias(RENTAL_SECONDS),
     )
 
@@ -97,7 +96,7 @@ def location_performance(rentals: DataFrame, locations: DataFrame) -> DataFrame:
 
 def vehicle_type_performance(rentals: DataFrame) -> DataFrame:
     """One row per vehicle_type with at least one valid rental."""
-    return rentals.groupBy(PRICING_CLASS_COLUMN).agg(
+    return rentals.groupBy("vehicle_type").agg(
         *_amount_stats("total_revenue"),
         F.count_distinct("vehicle_id").alias("unique_vehicles"),
         _total_hours().alias("total_rental_hours"),
@@ -107,7 +106,7 @@ def vehicle_type_performance(rentals: DataFrame) -> DataFrame:
 
 def location_vehicle_type_performance(rentals: DataFrame) -> DataFrame:
     """One row per (pickup location, vehicle_type) with at least one valid rental."""
-    return rentals.groupBy(F.col("pickup_location").alias("location_id"), PRICING_CLASS_COLUMN).agg(
+    return rentals.groupBy(F.col("pickup_location").alias("location_id"), "vehicle_type").agg(
         F.count(F.lit(1)).alias("rental_count"),
         F.sum("total_amount").alias("total_revenue"),
         _avg_hours().alias("avg_rental_hours"),

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from carrental.contracts import Dataset, Rule, Severity
+from carrental.contracts import Dataset, Rule, RuleKind, Severity
 from carrental.validation import columns
 from carrental.validation.keys import DuplicateKeys
 from carrental.validation.rules import breaks, example_value, shown_column
@@ -61,7 +61,7 @@ class RowChecker:
         self._sink = sink
         self.reject_threshold = reject_threshold
         self.rules = [r for r in contract.rules if r.single_dataset]
-        self.unique = next(r for r in self.rules if r.kind == "unique")
+        self.unique = next(r for r in self.rules if r.kind is RuleKind.UNIQUE)
         self.counts = {r.name: 0 for r in self.rules}
         self.examples: dict[str, list[Example]] = {r.name: [] for r in self.rules}
         self.rows = 0

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from carrental.contracts import Rule
+from carrental.contracts import Rule, RuleKind
 from carrental.validation import columns
 
 
@@ -18,18 +18,18 @@ def breaks(rule: Rule, text, present, parsed_column) -> np.ndarray:
     """Which rows of a batch break `rule`: `text` holds each column's values, `present` whether
     each is non-empty, `parsed_column(name)` a column's values parsed as its logical type."""
     name = rule.columns[0]
-    if rule.kind == "not_null":
+    if rule.kind is RuleKind.NOT_NULL:
         return ~present[name]
-    if rule.kind == "format":
+    if rule.kind is RuleKind.FORMAT:
         return present[name] & ~parsed_column(name).valid
-    if rule.kind == "allowed":
+    if rule.kind is RuleKind.ALLOWED:
         allowed = pc.is_in(text[name], value_set=pa.array(rule.values))
         return present[name] & ~allowed.to_numpy(zero_copy_only=False)
-    if rule.kind == "min_value":
+    if rule.kind is RuleKind.MIN_VALUE:
         if rule.minimum is None:
             raise ValueError(f"rule {rule.name} has no minimum")
         return columns.below(parsed_column(name), rule.minimum)
-    if rule.kind == "after":
+    if rule.kind is RuleKind.AFTER:
         first, second = (parsed_column(c) for c in rule.columns)
         return first.valid & second.valid & (second.values <= first.values)
     raise ValueError(f"rule {rule.name}: kind {rule.kind!r} is not a single-dataset rule")
@@ -41,7 +41,7 @@ def shown_column(rule: Rule) -> str:
 
 
 def example_value(rule: Rule, text: dict[str, pa.StringArray], i: int) -> str:
-    if rule.kind == "after":
+    if rule.kind is RuleKind.AFTER:
         start, end = (text[c][i].as_py() for c in rule.columns)
         return f"{end} (not after {rule.columns[0]} {start})"
     return text[rule.columns[0]][i].as_py()
