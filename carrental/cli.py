@@ -376,24 +376,19 @@ def _dirty_rate(text: str) -> float:
     return value
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+def _whole_number(minimum: int):
+    """An argument type: a whole number of at least `minimum`."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+        return value
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
+    return parse
 
 
 def _out_folder(text: str) -> Path:
@@ -422,7 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="1 = the lab's sizes (~20k rentals); rentals grow linearly, dimensions sub-linearly",
     )
-    gen.add_argument("--seed", type=_seed, default=42, help="same seed => byte-identical files")
+    gen.add_argument(
+        "--seed", type=_whole_number(0), default=42, help="same seed => byte-identical files"
+    )
     gen.add_argument(
         "--dirty-rate",
         type=_dirty_rate,
@@ -517,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     query.add_argument(
         "--max-rows",
-        type=_positive_int,
+        type=_whole_number(1),
         default=DEFAULT_MAX_ROWS,
         help=f"rows the table view shows ({DEFAULT_MAX_ROWS}); it says how many it left out",
     )
