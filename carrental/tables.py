@@ -34,7 +34,8 @@ def decimal(precision: int, scale: int) -> str:
 
 
 # An amount as the contracts read it; Spark's exact SUM of DECIMAL(p,s) is DECIMAL(p+10,s) and
-# its AVG is DECIMAL(p+4,s+4) (Spark's DecimalPrecision rules); hours keep six decimals.
+# its AVG is DECIMAL(p+4,s+4) (resultType in Spark's expressions/aggregate/Sum.scala and
+# Average.scala; tests/spark/test_jobs.py checks the written types); hours keep six decimals.
 AMOUNT = decimal(MONEY_PRECISION, MONEY_SCALE)
 AMOUNT_SUM = decimal(MONEY_PRECISION + 10, MONEY_SCALE)
 AMOUNT_AVERAGE = decimal(MONEY_PRECISION + 4, MONEY_SCALE + 4)
