@@ -87,11 +87,18 @@ class Table:
 
 C = OutputColumn
 
-# The amount statistics every performance table carries, after its count and total.
-_AMOUNT_STATS = (
-    C("min_rental_amount", AMOUNT, "smallest `total_amount`"),
-    C("max_rental_amount", AMOUNT, "largest `total_amount`"),
-)
+
+def _rental_amounts(rentals: str, total: str = "total_revenue") -> tuple[OutputColumn, ...]:
+    """The count and amount statistics of the metric tables: `rentals` says which are counted."""
+    return (
+        OutputColumn("rental_count", BIGINT, rentals),
+        OutputColumn(total, AMOUNT_SUM, "sum of their `total_amount`"),
+        OutputColumn("avg_rental_amount", AMOUNT_AVERAGE, f"{total} / rental_count"),
+        OutputColumn("min_rental_amount", AMOUNT, "smallest `total_amount`"),
+        OutputColumn("max_rental_amount", AMOUNT, "largest `total_amount`"),
+    )
+
+
 _TOTAL_HOURS = C("total_rental_hours", HOURS, "sum of durations, hours")
 _AVG_HOURS = C("avg_rental_hours", HOURS, "average duration, hours")
 
@@ -107,10 +114,7 @@ OUTPUT_TABLES: tuple[Table, ...] = (
             C("location_name", STRING, "from locations"),
             C("city", STRING, "from locations"),
             C("state", STRING, "from locations"),
-            C("rental_count", BIGINT, "valid rentals picked up here"),
-            C("total_revenue", AMOUNT_SUM, "sum of their `total_amount`"),
-            C("avg_rental_amount", AMOUNT_AVERAGE, "total_revenue / rental_count"),
-            *_AMOUNT_STATS,
+            *_rental_amounts("valid rentals picked up here"),
             C("unique_vehicles", BIGINT, "distinct vehicles rented here"),
             C("unique_users", BIGINT, "distinct users who rented here"),
             _TOTAL_HOURS,
@@ -126,10 +130,7 @@ OUTPUT_TABLES: tuple[Table, ...] = (
         "valid rental.",
         columns=(
             C("vehicle_type", STRING, "the rented vehicle's type"),
-            C("rental_count", BIGINT, "valid rentals of vehicles of this type"),
-            C("total_revenue", AMOUNT_SUM, "sum of their `total_amount`"),
-            C("avg_rental_amount", AMOUNT_AVERAGE, "total_revenue / rental_count"),
-            *_AMOUNT_STATS,
+            *_rental_amounts("valid rentals of vehicles of this type"),
             C("unique_vehicles", BIGINT, "distinct vehicles of this type rented"),
             _TOTAL_HOURS,
             _AVG_HOURS,
@@ -160,10 +161,7 @@ OUTPUT_TABLES: tuple[Table, ...] = (
             C("first_name", STRING, "from users"),
             C("last_name", STRING, "from users"),
             C("email", STRING, "from users"),
-            C("rental_count", BIGINT, "the user's valid rentals"),
-            C("total_spent", AMOUNT_SUM, "sum of their `total_amount`"),
-            C("avg_rental_amount", AMOUNT_AVERAGE, "total_spent / rental_count"),
-            *_AMOUNT_STATS,
+            *_rental_amounts("the user's valid rentals", "total_spent"),
             _TOTAL_HOURS,
             _AVG_HOURS,
             C("first_rental_start", TIMESTAMP, "earliest `rental_start_time`"),
@@ -183,10 +181,7 @@ OUTPUT_TABLES: tuple[Table, ...] = (
         description="One row per calendar date on which at least one valid rental started.",
         columns=(
             C("rental_date", DATE, "date of `rental_start_time`"),
-            C("rental_count", BIGINT, "valid rentals that started that day"),
-            C("total_revenue", AMOUNT_SUM, "sum of their `total_amount`"),
-            C("avg_rental_amount", AMOUNT_AVERAGE, "total_revenue / rental_count"),
-            *_AMOUNT_STATS,
+            *_rental_amounts("valid rentals that started that day"),
             C("unique_users", BIGINT, "distinct users"),
             C("unique_vehicles", BIGINT, "distinct vehicles"),
         ),
