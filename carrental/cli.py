@@ -102,6 +102,13 @@ def _contracts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tables(args: argparse.Namespace) -> int:
+    from carrental.tables import to_markdown
+
+    print(to_markdown(), end="")
+    return 0
+
+
 def _check_files(paths: list[Path]) -> None:
     for path in paths:
         if not path.exists():
@@ -436,6 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     docs = commands.add_parser("contracts", help="print the dataset contracts as Markdown")
     docs.set_defaults(handler=_contracts)
+
+    tables_doc = commands.add_parser(
+        "tables", help="print the output tables (docs/tables.md) as Markdown"
+    )
+    tables_doc.set_defaults(handler=_tables)
 
     ingest = commands.add_parser(
         "ingest",

@@ -26,32 +26,12 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
 from carrental.contracts import DATASETS
+from carrental.tables import OUTPUT_TABLES
 
-# Output tables and the job that writes each (docs/tables.md).
-TABLES: dict[str, str] = {
-    "location_performance": "vehicle_location_performance",
-    "vehicle_type_performance": "vehicle_location_performance",
-    "location_vehicle_type_performance": "vehicle_location_performance",
-    "user_metrics": "user_transaction_analysis",
-    "daily_metrics": "user_transaction_analysis",
-    "business_summary": "user_transaction_analysis",
-    "rental_rejects": "user_transaction_analysis",
-    "data_quality": "user_transaction_analysis",
-    "run_inputs": "user_transaction_analysis",
-}
-# The columns that identify a row of each table (none: the table has one row). Tables are
-# written sorted by them, so that the same inputs give byte-identical files.
-TABLE_KEYS: dict[str, tuple[str, ...]] = {
-    "location_performance": ("location_id",),
-    "vehicle_type_performance": ("vehicle_type",),
-    "location_vehicle_type_performance": ("location_id", "vehicle_type"),
-    "user_metrics": ("user_id",),
-    "daily_metrics": ("rental_date",),
-    "business_summary": (),
-    "rental_rejects": ("source_file", "row_number"),
-    "data_quality": ("dataset", "rule"),
-    "run_inputs": ("input_order",),
-}
+# Output tables (carrental.tables): the job that writes each, and the columns that identify a
+# row of each (none: the table has one row).
+TABLES: dict[str, str] = {t.name: t.job for t in OUTPUT_TABLES}
+TABLE_KEYS: dict[str, tuple[str, ...]] = {t.name: t.key for t in OUTPUT_TABLES}
 # In a catalog, runs_<table> holds every run's rows (partition run_id) and <table> is a view of
 # the published run's rows only.
 RUNS_TABLE_PREFIX = "runs_"

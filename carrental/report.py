@@ -15,6 +15,8 @@ from importlib import resources
 
 import pandas as pd
 
+from carrental.tables import DECIMAL_COLUMNS
+
 # report file -> SQL file in carrental/sql/. summary.csv comes from the workflow's summary query.
 REPORTS: dict[str, str] = {
     "summary.csv": "summary_report.sql",
@@ -27,16 +29,9 @@ REPORTS: dict[str, str] = {
     "inputs.csv": "report_run_inputs.sql",
 }
 
-# Columns with a fixed number of decimals; every other numeric column is an integer count.
-TWO_DECIMALS = {
-    "total_revenue",
-    "total_spent",
-    "avg_rental_amount",
-    "min_rental_amount",
-    "max_rental_amount",
-    "total_rental_hours",
-    "avg_rental_hours",
-}
+# Columns with a fixed number of decimals: the tables' DECIMAL columns, which the report queries
+# select under their own names. Every other numeric column is an integer count.
+TWO_DECIMALS = DECIMAL_COLUMNS
 CENT = Decimal("0.01")
 
 # Package data: the same files in a clone, an installed wheel and the Lambda layer.

@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import sqlglot
 
-from carrental import lake
+from carrental import lake, tables
 from carrental.local import query
 from carrental.publishing import (
     PUBLISHED_RUNS_TABLE,
@@ -57,7 +57,7 @@ def open_catalog(lake_root: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     try:
         registered = []
-        for table in lake.TABLES:
+        for table in tables.TABLES:
             files = table_files(lake_root, table)
             if not any(Path(lake_root, lake.PROCESSED, table).glob("run_id=*/*.parquet")):
                 continue

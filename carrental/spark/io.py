@@ -12,7 +12,7 @@ from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as st
 
-from carrental import lake
+from carrental import lake, tables
 from carrental.contracts import Dataset, spark_schema
 from carrental.staging import ROW_NUMBER, has_raw_text, raw
 
@@ -207,6 +207,9 @@ def file_order() -> list[Column]:
 def write_table(frame: DataFrame, output: str, table: str, run_id: str) -> int:
     """Write one table of one run as Parquet to ``<output>/<table>/run_id=<run_id>/``.
 
+    Writes the columns of the table's definition (carrental.tables), in its order and with its
+    types: a frame that lacks one, has another or gives one another type is a bug in the job,
+    reported before anything is written (never cast: a cast would hide it, or lose values).
     Overwrites that folder only: re-running a run id replaces its rows, other runs are never
     touched. Returns the number of rows written (counted while writing, not by another job).
     The rows are rebalanced first: adaptive execution (session.SHUFFLE_SETTINGS) then writes
@@ -215,13 +218,11 @@ def write_table(frame: DataFrame, output: str, table: str, run_id: str) -> int:
     each file: the order in which shuffled rows arrive varies from run to run, and the same
     inputs must give byte-identical files.
     """
-    if table not in lake.TABLES:
-        raise ValueError(f"unknown table {table!r} (known: {', '.join(lake.TABLES)})")
+    definition = tables.table(table)
     path = lake.table_run_path(output, table, run_id)
-    keys = lake.TABLE_KEYS[table]
-    balanced = frame.hint("rebalance", *keys)
-    if keys:
-        balanced = balanced.sortWithinPartitions(*keys)
+    balanced = _defined_columns(frame, definition).hint("rebalance", *definition.key)
+    if definition.key:
+        balanced = balanced.sortWithinPartitions(*definition.key)
     written = Observation()
     # A write path is not a glob (only reads expand patterns): no escaping here.
     counted = balanced.observe(written, F.count(F.lit(1)).alias("rows"))
@@ -229,3 +230,27 @@ def write_table(frame: DataFrame, output: str, table: str, run_id: str) -> int:
     rows = written.get["rows"]
     log.info("wrote %s: %d rows", path, rows)
     return rows
+
+
+def _defined_columns(frame: DataFrame, definition: tables.Table) -> DataFrame:
+    """`frame` with the definition's columns in its order; ValueError naming every column that
+    is missing, unexpected or of another type."""
+    found = {f.name: f.dataType for f in frame.schema.fields}
+    missing = [c.name for c in definition.columns if c.name not in found]
+    unexpected = [name for name in found if name not in definition.column_names]
+    mistyped = [
+        f"{c.name} is {found[c.name].simpleString()}, defined as {c.type}"
+        for c in definition.columns
+        if c.name in found and found[c.name] != tables.spark_type(c.type)
+    ]
+    if missing or unexpected or mistyped:
+        problems = [
+            *([f"missing columns {missing}"] if missing else []),
+            *([f"unexpected columns {unexpected}"] if unexpected else []),
+            *mistyped,
+        ]
+        raise ValueError(
+            f"{definition.name}: the frame does not match the table's definition "
+            f"(carrental/tables.py): {'; '.join(problems)}"
+        )
+    return frame.select(*definition.column_names)

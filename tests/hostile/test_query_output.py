@@ -50,8 +50,8 @@ def test_a_wide_row_is_shown_one_field_per_line_without_losing_a_character(hosti
         "max_rental_amount": "200.00",
         "unique_vehicles": "2",
         "unique_users": "3",
-        "total_rental_hours": "30.0",
-        "avg_rental_hours": "10.0",
+        "total_rental_hours": "30.000000",
+        "avg_rental_hours": "10.000000",
         "run_id": "r1",
     }
     assert "location_name       Jackson, Velazquez and Gonzales" in lines

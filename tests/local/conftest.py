@@ -10,78 +10,71 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from carrental import lake, tables
 from tests.local.chromium import Chromium, find_chromium
 
-# One SELECT per table: its columns in docs/tables.md order, with Spark-like types.
+# One SELECT per table, values only: write_run gives them the table's columns and types
+# (carrental.tables), as the Spark jobs write them.
 TABLE_ROWS = {
     "location_performance": """
         SELECT * FROM (VALUES
-          (1154, 'Bean LLC', 'Fontana', 'CA', 3::BIGINT, 450.00::DECIMAL(22,2),
-           150.00::DECIMAL(16,6), 100.00::DECIMAL(12,2), 200.00::DECIMAL(12,2), 2::BIGINT,
-           3::BIGINT, 30.0::DOUBLE, 10.0::DOUBLE),
-          (2702, 'Jackson, Velazquez and Gonzales', 'Modesto', 'CA', 2::BIGINT,
-           1300.00::DECIMAL(22,2), 650.00::DECIMAL(16,6), 600.00::DECIMAL(12,2),
-           700.00::DECIMAL(12,2), 2::BIGINT, 1::BIGINT, 26.0::DOUBLE, 13.0::DOUBLE))
+          (1154, 'Bean LLC', 'Fontana', 'CA', 3, 450.00, 150.00, 100.00, 200.00, 2, 3, 30.0,
+           10.0),
+          (2702, 'Jackson, Velazquez and Gonzales', 'Modesto', 'CA', 2, 1300.00, 650.00,
+           600.00, 700.00, 2, 1, 26.0, 13.0))
         AS t(location_id, location_name, city, state, rental_count, total_revenue,
              avg_rental_amount, min_rental_amount, max_rental_amount, unique_vehicles,
              unique_users, total_rental_hours, avg_rental_hours)""",
     "vehicle_type_performance": """
         SELECT * FROM (VALUES
-          ('basic', 3::BIGINT, 450.00::DECIMAL(22,2), 150.00::DECIMAL(16,6),
-           100.00::DECIMAL(12,2), 200.00::DECIMAL(12,2), 2::BIGINT, 45.0::DOUBLE, 15.0::DOUBLE),
-          ('high_end', 2::BIGINT, 1300.00::DECIMAL(22,2), 650.00::DECIMAL(16,6),
-           600.00::DECIMAL(12,2), 700.00::DECIMAL(12,2), 2::BIGINT, 26.0::DOUBLE, 13.0::DOUBLE))
+          ('basic', 3, 450.00, 150.00, 100.00, 200.00, 2, 45.0, 15.0),
+          ('high_end', 2, 1300.00, 650.00, 600.00, 700.00, 2, 26.0, 13.0))
         AS t(vehicle_type, rental_count, total_revenue, avg_rental_amount, min_rental_amount,
              max_rental_amount, unique_vehicles, total_rental_hours, avg_rental_hours)""",
     "location_vehicle_type_performance": """
-        SELECT * FROM (VALUES (1154, 'basic', 3::BIGINT, 450.00::DECIMAL(22,2), 15.0::DOUBLE),
-                              (2702, 'high_end', 2::BIGINT, 1300.00::DECIMAL(22,2), 13.0::DOUBLE))
+        SELECT * FROM (VALUES (1154, 'basic', 3, 450.00, 15.0),
+                              (2702, 'high_end', 2, 1300.00, 13.0))
         AS t(location_id, vehicle_type, rental_count, total_revenue, avg_rental_hours)""",
     "user_metrics": """
         SELECT * FROM (VALUES
-          ('0012345678', 'Lisa', 'Parker', 'lisa.parker@gmail.com', 2::BIGINT,
-           1300.00::DECIMAL(22,2), 650.00::DECIMAL(16,6), 600.00::DECIMAL(12,2),
-           700.00::DECIMAL(12,2), 26.0::DOUBLE, 13.0::DOUBLE,
-           TIMESTAMP '2024-01-02 08:00:00', TIMESTAMP '2024-02-01 09:00:00', 1),
-          ('12345e6789', 'Andrew', 'Mcclain', 'andrew.mcclain@yahoo.com', 3::BIGINT,
-           450.00::DECIMAL(22,2), 150.00::DECIMAL(16,6), 100.00::DECIMAL(12,2),
-           200.00::DECIMAL(12,2), 45.0::DOUBLE, 15.0::DOUBLE,
-           TIMESTAMP '2024-01-01 10:00:00', TIMESTAMP '2024-03-01 10:00:00', 2))
+          ('0012345678', 'Lisa', 'Parker', 'lisa.parker@gmail.com', 2, 1300.00, 650.00, 600.00,
+           700.00, 26.0, 13.0, TIMESTAMP '2024-01-02 08:00:00',
+           TIMESTAMP '2024-02-01 09:00:00', 1),
+          ('12345e6789', 'Andrew', 'Mcclain', 'andrew.mcclain@yahoo.com', 3, 450.00, 150.00,
+           100.00, 200.00, 45.0, 15.0, TIMESTAMP '2024-01-01 10:00:00',
+           TIMESTAMP '2024-03-01 10:00:00', 2))
         AS t(user_id, first_name, last_name, email, rental_count, total_spent,
              avg_rental_amount, min_rental_amount, max_rental_amount, total_rental_hours,
              avg_rental_hours, first_rental_start, last_rental_start, spend_rank)""",
     "daily_metrics": """
         SELECT * FROM (VALUES
-          (DATE '2024-01-01', 1::BIGINT, 100.00::DECIMAL(22,2), 100.00::DECIMAL(16,6),
-           100.00::DECIMAL(12,2), 100.00::DECIMAL(12,2), 1::BIGINT, 1::BIGINT),
-          (DATE '2024-01-02', 4::BIGINT, 1650.00::DECIMAL(22,2), 412.50::DECIMAL(16,6),
-           150.00::DECIMAL(12,2), 700.00::DECIMAL(12,2), 2::BIGINT, 3::BIGINT))
+          (DATE '2024-01-01', 1, 100.00, 100.00, 100.00, 100.00, 1, 1),
+          (DATE '2024-01-02', 4, 1650.00, 412.50, 150.00, 700.00, 2, 3))
         AS t(rental_date, rental_count, total_revenue, avg_rental_amount, min_rental_amount,
              max_rental_amount, unique_users, unique_vehicles)""",
     "business_summary": """
-        SELECT 1750.00::DECIMAL(22,2) AS total_revenue, 5::BIGINT AS rental_count,
-          2::BIGINT AS unique_customers, 4::BIGINT AS unique_vehicles_rented,
-          350.00::DECIMAL(16,6) AS avg_rental_amount, 14.2::DOUBLE AS avg_rental_hours,
+        SELECT 1750.00 AS total_revenue, 5 AS rental_count, 2 AS unique_customers,
+          4 AS unique_vehicles_rented, 350.00 AS avg_rental_amount, 14.2 AS avg_rental_hours,
           DATE '2024-01-01' AS first_rental_date, DATE '2024-01-02' AS last_rental_date""",
     "rental_rejects": """
         SELECT * FROM (VALUES ('r1', 'u1', 'v1', 'yesterday', '2024-01-01 10:00:00', '1154',
                                '2702', '10.0', 'rental_start_time_format',
-                               'file:///batch/rental_transactions.csv', 7::BIGINT))
+                               'file:///batch/rental_transactions.csv', 7))
         AS t(rental_id, user_id, vehicle_id, rental_start_time, rental_end_time,
              pickup_location, dropoff_location, total_amount, reject_reason, source_file,
              row_number)""",
     "data_quality": """
         SELECT * FROM (VALUES
-          ('rental_transactions', 'rental_start_time_format', 'reject', 1::BIGINT),
-          ('rental_transactions', 'rental_by_active_user', 'warn', 2::BIGINT),
-          ('rental_transactions', 'rental_id_unique', 'reject', 0::BIGINT))
+          ('rental_transactions', 'rental_start_time_format', 'reject', 1),
+          ('rental_transactions', 'rental_by_active_user', 'warn', 2),
+          ('rental_transactions', 'rental_id_unique', 'reject', 0))
         AS t(dataset, rule, severity, violations)""",
     "run_inputs": """
         SELECT * FROM (VALUES
           (1, 'vehicles', 'raw/vehicles/vehicles.csv', repeat('a', 64), TIMESTAMP '2024-03-01',
-           4::BIGINT, 0::BIGINT, 'used', ''),
+           4, 0, 'used', ''),
           (2, 'rental_transactions', 'raw/rental_transactions/day1.csv', repeat('b', 64),
-           TIMESTAMP '2024-03-02', 6::BIGINT, 1::BIGINT, 'used', ''))
+           TIMESTAMP '2024-03-02', 6, 1, 'used', ''))
         AS t(input_order, dataset, source_file, content_sha256, accepted_at, rows,
              rejected_rows, status, reason)""",
 }
@@ -101,35 +94,50 @@ NO_VALID_RENTAL_ROWS = {
         )
     },
     "business_summary": """
-        SELECT 0.00::DECIMAL(22,2) AS total_revenue, 0::BIGINT AS rental_count,
-          0::BIGINT AS unique_customers, 0::BIGINT AS unique_vehicles_rented,
-          NULL::DECIMAL(16,6) AS avg_rental_amount, NULL::DOUBLE AS avg_rental_hours,
-          NULL::DATE AS first_rental_date, NULL::DATE AS last_rental_date""",
+        SELECT 0.00 AS total_revenue, 0 AS rental_count, 0 AS unique_customers,
+          0 AS unique_vehicles_rented, NULL AS avg_rental_amount, NULL AS avg_rental_hours,
+          NULL AS first_rental_date, NULL AS last_rental_date""",
     "rental_rejects": """
         SELECT * FROM (VALUES
           ('r1', 'u1', 'v1', 'yesterday', '2024-01-01 10:00:00', '1154', '2702', '10.0',
-           'rental_start_time_format', 'file:///batch/rental_transactions.csv', 1::BIGINT),
+           'rental_start_time_format', 'file:///batch/rental_transactions.csv', 1),
           ('r2', 'nobody', 'v2', '2024-01-01 10:00:00', '2024-01-01 12:00:00', '1154', '2702',
-           '20.00', 'user_id_exists', 'file:///batch/rental_transactions.csv', 2::BIGINT))
+           '20.00', 'user_id_exists', 'file:///batch/rental_transactions.csv', 2))
         AS t(rental_id, user_id, vehicle_id, rental_start_time, rental_end_time,
              pickup_location, dropoff_location, total_amount, reject_reason, source_file,
              row_number)""",
     "data_quality": """
         SELECT * FROM (VALUES
-          ('rental_transactions', 'rental_start_time_format', 'reject', 1::BIGINT),
-          ('rental_transactions', 'user_id_exists', 'reject', 1::BIGINT),
-          ('rental_transactions', 'rental_id_unique', 'reject', 0::BIGINT))
+          ('rental_transactions', 'rental_start_time_format', 'reject', 1),
+          ('rental_transactions', 'user_id_exists', 'reject', 1),
+          ('rental_transactions', 'rental_id_unique', 'reject', 0))
         AS t(dataset, rule, severity, violations)""",
     "run_inputs": TABLE_ROWS["run_inputs"],
 }
 
 
-def write_run(lake_root: Path, run_id: str, tables: dict[str, str] = TABLE_ROWS) -> None:
+def defined_rows(con: duckdb.DuckDBPyConnection, table: str, select: str) -> str:
+    """`select` with exactly `table`'s columns, in its definition's order and with its types."""
+    definition = tables.table(table)
+    given = [d[0] for d in con.execute(f"SELECT * FROM ({select}) LIMIT 0").description]
+    if sorted(given) != sorted(definition.column_names):
+        raise ValueError(f"{table}: the fixture has {given}, the table {definition.column_names}")
+    columns = ", ".join(
+        f'CAST("{c.name}" AS {tables.duckdb_type(c.type)}) AS "{c.name}"'
+        for c in definition.columns
+    )
+    return f"SELECT {columns} FROM ({select})"
+
+
+def write_run(lake_root: Path, run_id: str, rows: dict[str, str] = TABLE_ROWS) -> None:
     con = duckdb.connect()
-    for table, select in tables.items():
-        folder = lake_root / "processed" / table / f"run_id={run_id}"
+    for table, select in rows.items():
+        folder = Path(lake.table_run_path(str(lake_root / lake.PROCESSED), table, run_id))
         folder.mkdir(parents=True, exist_ok=True)
-        con.execute(f"COPY ({select}) TO '{folder / 'part-00000.parquet'}' (FORMAT parquet)")
+        con.execute(
+            f"COPY ({defined_rows(con, table, select)}) TO '{folder / 'part-00000.parquet'}' "
+            "(FORMAT parquet)"
+        )
     con.close()
 
 

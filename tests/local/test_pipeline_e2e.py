@@ -22,7 +22,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from carrental import lake
+from carrental import lake, tables
 from carrental.cli import main
 from carrental.generate import generate
 from carrental.local import catalog
@@ -32,6 +32,7 @@ from carrental.report_html import REJECTS_SHOWN
 from tests.conftest import REPO_ROOT
 from tests.local.report_page import assert_page_shows_summary, open_report
 from tests.spark.duckdb_reference import canonical, reference_tables
+from tests.table_checks import defined_columns, key_violations, written_columns
 
 pytestmark = pytest.mark.spark
 
@@ -189,6 +190,14 @@ def test_every_table_answers_a_query(first_run, capsys):
         sql = f"SELECT count(*) AS n FROM {table}"
         assert main(["query", "--lake", str(lake_root), "--format", "json", sql]) == 0
         assert json.loads(capsys.readouterr().out) == [{"n": rows}], table
+
+
+def test_every_table_has_its_defined_columns_and_a_unique_key(first_run):
+    _, lake_root = first_run
+    for table in tables.TABLES:
+        folder = Path(lake.table_run_path(str(lake_root / lake.PROCESSED), table, "first"))
+        assert written_columns(folder) == defined_columns(table), table
+        assert key_violations(folder, table) == [], table
 
 
 def test_a_rerun_of_the_same_inputs_gives_the_same_tables(first_run):

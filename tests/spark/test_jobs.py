@@ -4,18 +4,20 @@ computation (tests/spark/duckdb_reference.py), rejects against defects.json, ide
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from collections import Counter
 from collections.abc import Iterator
+from datetime import date
+from decimal import Decimal
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from pyspark.sql import functions as F
 
-from carrental import lake
+from carrental import lake, tables
 from carrental.contracts import DATASETS, DEFAULT_REJECT_THRESHOLD
-from carrental.spark.io import InputError
+from carrental.spark.io import InputError, write_table
 from carrental.spark.jobs import (
     CheckedBatch,
     check_batch,
@@ -23,8 +25,8 @@ from carrental.spark.jobs import (
     run_vehicle_location_performance,
 )
 from carrental.spark.sources import CsvInputs
-from tests.conftest import REPO_ROOT
 from tests.spark.duckdb_reference import canonical, reference_tables
+from tests.table_checks import defined_columns, key_violations, written_columns
 
 pytestmark = pytest.mark.spark
 
@@ -42,35 +44,6 @@ def batch_inputs(folder: Path, reject_threshold: float = DEFAULT_REJECT_THRESHOL
 def read_output(output: Path, table: str, run_id: str) -> tuple[list[str], list[tuple]]:
     written = pq.read_table(lake.table_run_path(str(output), table, run_id))
     return written.column_names, [tuple(row.values()) for row in written.to_pylist()]
-
-
-def documented_tables() -> dict[str, list[tuple[str, str]]]:
-    """docs/tables.md: table -> [(column, type)] from each table's section."""
-    tables, current = {}, None
-    for line in (REPO_ROOT / "docs" / "tables.md").read_text().splitlines():
-        heading = re.fullmatch(r"## (\w+)", line)
-        if heading:
-            current = heading.group(1) if heading.group(1) in lake.TABLES else None
-            continue
-        cell = re.match(r"\| (\w+) \| ([A-Z_]+(?:\(\d+,\d+\))?) \|", line)
-        if current and cell:
-            tables.setdefault(current, []).append((cell.group(1), cell.group(2)))
-    return tables
-
-
-SPARK_TYPE_NAMES = {
-    "int32": "INT",
-    "int64": "BIGINT",
-    "string": "STRING",
-    "date32[day]": "DATE",
-    "timestamp[us]": "TIMESTAMP_NTZ",
-}
-
-
-def documented_type(arrow_type) -> str:
-    text = str(arrow_type)
-    decimal = re.fullmatch(r"decimal128\((\d+), (\d+)\)", text)
-    return f"DECIMAL({decimal[1]},{decimal[2]})" if decimal else SPARK_TYPE_NAMES[text]
 
 
 @pytest.fixture(scope="module")
@@ -162,15 +135,44 @@ def test_rejects_and_quality_account_for_exactly_the_injected_defects(dirty_run,
     assert {(d, r, s) for d, r, s, _ in quality} == contract_rules
 
 
-def test_columns_and_types_are_the_documented_ones(dirty_run):
-    documented = documented_tables()
-    assert sorted(documented) == sorted(lake.TABLES)
-    for table in lake.TABLES:
-        schema = pq.read_schema(
-            next(Path(lake.table_run_path(str(dirty_run[0]), table, "run-1")).glob("*.parquet"))
-        )
-        written = [(f.name, documented_type(f.type)) for f in schema]
-        assert written == documented[table], table
+def run_folder(output: Path, table: str, run_id: str = "run-1") -> Path:
+    return Path(lake.table_run_path(str(output), table, run_id))
+
+
+@pytest.mark.parametrize("table", list(tables.TABLES))
+def test_columns_and_types_are_the_defined_ones(dirty_run, table):
+    assert written_columns(run_folder(dirty_run[0], table)) == defined_columns(table)
+
+
+@pytest.mark.parametrize("table", list(tables.TABLES))
+def test_every_table_key_is_unique_and_never_null(dirty_run, table):
+    assert run_folder(dirty_run[0], table).is_dir()
+    assert key_violations(run_folder(dirty_run[0], table), table) == []
+
+
+def test_a_frame_unlike_its_table_definition_is_not_written(spark, tmp_path):
+    daily = [(c.name, c.type) for c in tables.table("daily_metrics").columns]
+    row = (date(2024, 1, 1), 1, Decimal("10.00"), Decimal("10.000000"))
+    row += (Decimal("10.00"), Decimal("10.00"), 1, 1)
+    schema = ", ".join(f"{name} {kind}" for name, kind in daily)
+    frame = spark.createDataFrame([row], schema)
+    wrong = (
+        frame.drop("unique_users")
+        .withColumn("rental_count", F.col("rental_count").cast("int"))
+        .withColumn("note", F.lit("x"))
+    )
+    with pytest.raises(ValueError) as raised:
+        write_table(wrong, str(tmp_path), "daily_metrics", "run-1")
+    assert str(raised.value) == (
+        "daily_metrics: the frame does not match the table's definition (carrental/tables.py): "
+        "missing columns ['unique_users']; unexpected columns ['note']; "
+        "rental_count is int, defined as BIGINT"
+    )
+    assert not (tmp_path / "daily_metrics").exists()
+    # the definition's column order, whatever the frame's
+    reversed_columns = frame.select(*reversed(frame.columns))
+    assert write_table(reversed_columns, str(tmp_path), "daily_metrics", "run-1") == 1
+    assert written_columns(run_folder(tmp_path, "daily_metrics")) == daily
 
 
 def test_a_rerun_replaces_its_run_and_leaves_other_runs_alone(
