@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as st
 
-from carrental import lake
+from carrental import checked, lake
 from carrental.contracts import Dataset, spark_schema
 from carrental.staging import ROW_NUMBER, has_raw_text, raw
 
@@ -98,17 +98,20 @@ def staged_spark_schema(ds: Dataset) -> st.StructType:
     )
 
 
-def read_staged(spark: SparkSession, root: str, files: Sequence, ds: Dataset) -> DataFrame:
+def read_staged(
+    spark: SparkSession, root: str, files: Sequence, ds: Dataset, start: int = 0
+) -> DataFrame:
     """Read staged files of one dataset (carrental.inputs.InputFile, in history order) as the
     parsed frame the rule checks take: the typed contract columns, the text of every column
     (raw(<column>)), MALFORMED (always null: the validator rejects such files), SOURCE_FILE
-    (the file's key), FILE_INDEX (its place in `files`) and ROW_NUMBER.
+    (the file's key), FILE_INDEX (its place in the history: `start` + its place in `files`)
+    and ROW_NUMBER.
 
     A staged file is named by its content, so two history entries with the same content read
     the same file twice: the join below gives each of its rows once per entry."""
     paths = sorted({lake.hadoop_literal(lake.join(root, f.staged)) for f in files})
     entries = spark.createDataFrame(
-        [(PurePosixPath(f.staged).name, index, f.key) for index, f in enumerate(files)],
+        [(PurePosixPath(f.staged).name, start + index, f.key) for index, f in enumerate(files)],
         f"_staged_name string, {FILE_INDEX} int, {SOURCE_FILE} string",
     )
     rows = (
@@ -229,3 +232,56 @@ def write_table(frame: DataFrame, output: str, table: str, run_id: str) -> int:
     rows = written.get["rows"]
     log.info("wrote %s: %d rows", path, rows)
     return rows
+
+
+class CheckedLayer:
+    """The checked layer of a lake (carrental.checked), through the session's Hadoop file
+    system: local folders here, EMRFS on EMR Serverless."""
+
+    def __init__(self, spark: SparkSession, root: str) -> None:
+        self.spark = spark
+        self.root = root
+
+    def _fs_path(self, uri: str):
+        jvm = self.spark._jvm
+        path = jvm.org.apache.hadoop.fs.Path(uri)
+        return path.getFileSystem(self.spark._jsc.hadoopConfiguration()), path
+
+    def markers(self, dataset: str) -> dict[str, checked.Marker]:
+        """The complete entries of a dataset, by entry name."""
+        fs, folder = self._fs_path(
+            lake.join(checked.dataset_prefix(self.root, dataset), checked.COMPLETE)
+        )
+        if not fs.exists(folder):
+            return {}
+        found: dict[str, checked.Marker] = {}
+        names = sorted(status.getPath().getName() for status in fs.listStatus(folder))
+        for name in names:
+            marker = checked.Marker.parse(name)
+            if marker is not None:
+                found.setdefault(marker.entry, marker)
+        return found
+
+    def read(self, dataset: str, markers: Sequence[checked.Marker]) -> DataFrame:
+        """The rows of complete entries (every entry of a dataset has the same columns)."""
+        paths = [
+            lake.hadoop_literal(checked.data_path(self.root, dataset, m))
+            for m in markers
+        ]
+        return self.spark.read.parquet(*paths)
+
+    def write(
+        self, dataset: str, rows: DataFrame, statuses: Mapping[str, str], run_id: str
+    ) -> None:
+        """Write `rows` (with an ENTRY_PARTITION column naming each row's entry) as new entries,
+        then one marker per entry of `statuses` (entry -> status): an entry is complete only
+        once all its data is written."""
+        write = checked.new_write(run_id)
+        target = lake.join(checked.dataset_prefix(self.root, dataset), checked.ROWS, write)
+        # a name no write used before (a write path is not a glob: no escaping)
+        rows.write.partitionBy(checked.ENTRY_PARTITION).parquet(target)
+        for entry, status in statuses.items():
+            marker = checked.Marker(entry, status, write)
+            fs, path = self._fs_path(checked.marker_path(self.root, dataset, marker))
+            fs.create(path, False).close()
+        log.info("checked %s: %d entries in %s", dataset, len(statuses), target)

@@ -16,7 +16,13 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as st
 
-from carrental.contracts import DATASETS, RENTAL_TRANSACTIONS, Severity
+from carrental.contracts import (
+    DATASETS,
+    MONEY_PRECISION,
+    MONEY_SCALE,
+    RENTAL_TRANSACTIONS,
+    Severity,
+)
 from carrental.spark.io import ROW_NUMBER, SOURCE_FILE
 from carrental.spark.rules import (
     PRICING_CLASS_COLUMN,
@@ -49,33 +55,184 @@ def valid_rentals(checked_rentals: DataFrame) -> DataFrame:
     )
 
 
-def _total_hours() -> Column:
-    return (F.sum(RENTAL_SECONDS).cast(_SECONDS) / F.lit(SECONDS_PER_HOUR)).cast(HOURS)
+# The aggregates every KPI table is computed from, one frame of parts (AGGREGATE_PART) keyed by
+# their grain. They merge: counts and sums add, extremes compare, and distinct vehicles and users
+# add too, because a distinct pair (a location and a vehicle, say) is counted only where it
+# first occurs in the history (`rental_aggregates` with `earlier`). So a history's aggregates
+# are those of a prefix merged with those of the files after it.
+AGGREGATE_PART = "part"
+AGGREGATE_KEYS = {
+    "location_type": ("pickup_location", PRICING_CLASS_COLUMN),
+    "user": ("user_id",),
+    "date": ("rental_date",),
+    "location_vehicles": ("pickup_location",),
+    "location_users": ("pickup_location",),
+    "type_vehicles": (PRICING_CLASS_COLUMN,),
+    "date_vehicles": ("rental_date",),
+    "date_users": ("rental_date",),
+}
+# part -> (the pairs it counts distinct, their grain column in the table); vehicles or users
+DISTINCT_PARTS = {
+    "location_vehicles": ("pickup_location", "vehicle_id"),
+    "location_users": ("pickup_location", "user_id"),
+    "type_vehicles": (PRICING_CLASS_COLUMN, "vehicle_id"),
+    "date_vehicles": ("rental_date", "vehicle_id"),
+    "date_users": ("rental_date", "user_id"),
+}
+AMOUNT = st.DecimalType(MONEY_PRECISION, MONEY_SCALE)
+# Spark's exact sum of DECIMAL(12, 2) and Spark's average of it (sum / count, rounded half up)
+TOTAL = st.DecimalType(MONEY_PRECISION + 10, MONEY_SCALE)
+AVERAGE = st.DecimalType(MONEY_PRECISION + 4, MONEY_SCALE + 4)
+_COUNT = st.DecimalType(20, 0)
+AGGREGATES_SCHEMA = st.StructType(
+    [
+        st.StructField(AGGREGATE_PART, st.StringType()),
+        st.StructField("pickup_location", st.IntegerType()),
+        st.StructField(PRICING_CLASS_COLUMN, st.StringType()),
+        st.StructField("user_id", st.StringType()),
+        st.StructField("rental_date", st.DateType()),
+        st.StructField("rentals", st.LongType()),
+        st.StructField("revenue", TOTAL),
+        st.StructField("lowest", AMOUNT),
+        st.StructField("highest", AMOUNT),
+        st.StructField("seconds", st.LongType()),
+        st.StructField("first_start", st.TimestampNTZType()),
+        st.StructField("last_start", st.TimestampNTZType()),
+        st.StructField("distinct", st.LongType()),
+    ]
+)
+_STATS = ("rentals", "revenue", "lowest", "highest", "seconds")
 
 
-def _avg_hours() -> Column:
-    per_rental = F.count(F.lit(1)).cast(_SECONDS) * F.lit(SECONDS_PER_HOUR)
-    return (F.sum(RENTAL_SECONDS).cast(_SECONDS) / per_rental).cast(HOURS)
+def _part(frame: DataFrame, part: str) -> DataFrame:
+    """One part in the common shape (the columns it does not use are null)."""
+    columns = set(frame.columns)
+    return frame.select(
+        *[
+            (
+                F.lit(part)
+                if f.name == AGGREGATE_PART
+                else F.col(f.name)
+                if f.name in columns
+                else F.lit(None)
+            )
+            .cast(f.dataType)
+            .alias(f.name)
+            for f in AGGREGATES_SCHEMA
+        ]
+    )
 
 
-def _amount_stats(total_name: str) -> list[Column]:
+def _stats() -> list[Column]:
     return [
-        F.count(F.lit(1)).alias("rental_count"),
-        F.sum("total_amount").alias(total_name),
-        F.avg("total_amount").alias("avg_rental_amount"),
-        F.min("total_amount").alias("min_rental_amount"),
-        F.max("total_amount").alias("max_rental_amount"),
+        F.count(F.lit(1)).alias("rentals"),
+        F.sum("total_amount").alias("revenue"),
+        F.min("total_amount").alias("lowest"),
+        F.max("total_amount").alias("highest"),
+        F.sum(RENTAL_SECONDS).alias("seconds"),
     ]
 
 
-def location_performance(rentals: DataFrame, locations: DataFrame) -> DataFrame:
+def rental_aggregates(
+    rentals: DataFrame, earlier: DataFrame | None = None, broadcast_keys: bool = False
+) -> DataFrame:
+    """The aggregates of valid rentals (`valid_rentals`). `earlier`: the valid rentals of the
+    files before them; pairs those have are not counted again. Only the earlier rentals of the
+    same vehicles or users are looked at (`broadcast_keys`: ship `rentals`' vehicles and users to
+    every task, for a few rentals against a long history)."""
+    dated = rentals.withColumn("rental_date", F.to_date("rental_start_time"))
+    parts = [
+        _part(dated.groupBy(*AGGREGATE_KEYS["location_type"]).agg(*_stats()), "location_type"),
+        _part(
+            dated.groupBy("user_id").agg(
+                *_stats(),
+                F.min("rental_start_time").alias("first_start"),
+                F.max("rental_start_time").alias("last_start"),
+            ),
+            "user",
+        ),
+        _part(dated.groupBy("rental_date").agg(*_stats()), "date"),
+    ]
+    before = {}
+    if earlier is not None:
+        earlier = earlier.withColumn("rental_date", F.to_date("rental_start_time"))
+        for who in ("vehicle_id", "user_id"):
+            keys = dated.select(who).distinct()
+            before[who] = earlier.join(
+                F.broadcast(keys) if broadcast_keys else keys, who, "left_semi"
+            )
+    for part, (grain, who) in DISTINCT_PARTS.items():
+        pairs = dated.select(grain, who).distinct()
+        if who in before:
+            pairs = pairs.join(before[who].select(grain, who), [grain, who], "left_anti")
+        parts.append(_part(pairs.groupBy(grain).agg(F.count(F.lit(1)).alias("distinct")), part))
+    return reduce(DataFrame.unionByName, parts)
+
+
+def merge_aggregates(*aggregates: DataFrame) -> DataFrame:
+    """The aggregates of a history from those of its consecutive parts, in order."""
+    keys = [AGGREGATE_PART, "pickup_location", PRICING_CLASS_COLUMN, "user_id", "rental_date"]
+    return (
+        reduce(DataFrame.unionByName, aggregates)
+        .groupBy(*keys)
+        .agg(
+            F.sum("rentals").alias("rentals"),
+            F.sum("revenue").cast(TOTAL).alias("revenue"),
+            F.min("lowest").alias("lowest"),
+            F.max("highest").alias("highest"),
+            F.sum("seconds").alias("seconds"),
+            F.min("first_start").alias("first_start"),
+            F.max("last_start").alias("last_start"),
+            F.sum("distinct").alias("distinct"),
+        )
+    )
+
+
+def _of(aggregates: DataFrame, part: str) -> DataFrame:
+    return aggregates.filter(F.col(AGGREGATE_PART) == part)
+
+
+def _total_hours(seconds: Column) -> Column:
+    return (seconds.cast(_SECONDS) / F.lit(SECONDS_PER_HOUR)).cast(HOURS)
+
+
+def _avg_hours(seconds: Column, rentals: Column) -> Column:
+    return (seconds.cast(_SECONDS) / (rentals.cast(_SECONDS) * F.lit(SECONDS_PER_HOUR))).cast(HOURS)
+
+
+def _average(total: Column, count: Column) -> Column:
+    """Spark's avg of DECIMAL(12, 2) from its sum and count: the same division and rounding."""
+    return (total.cast(TOTAL) / count.cast(_COUNT)).cast(AVERAGE)
+
+
+def _amount_stats(total_name: str) -> list[Column]:
+    """Per group of the aggregates: the rental count and the amounts."""
+    return [
+        F.sum("rentals").alias("rental_count"),
+        F.sum("revenue").cast(TOTAL).alias(total_name),
+        _average(F.sum("revenue"), F.sum("rentals")).alias("avg_rental_amount"),
+        F.min("lowest").alias("min_rental_amount"),
+        F.max("highest").alias("max_rental_amount"),
+    ]
+
+
+def _distinct(aggregates: DataFrame, part: str, name: str) -> DataFrame:
+    return _of(aggregates, part).select(*AGGREGATE_KEYS[part], F.col("distinct").alias(name))
+
+
+def location_performance_of(aggregates: DataFrame, locations: DataFrame) -> DataFrame:
     """One row per pickup location with at least one valid rental."""
-    per_location = rentals.groupBy(F.col("pickup_location").alias("location_id")).agg(
-        *_amount_stats("total_revenue"),
-        F.count_distinct("vehicle_id").alias("unique_vehicles"),
-        F.count_distinct("user_id").alias("unique_users"),
-        _total_hours().alias("total_rental_hours"),
-        _avg_hours().alias("avg_rental_hours"),
+    per_location = (
+        _of(aggregates, "location_type")
+        .groupBy("pickup_location")
+        .agg(
+            *_amount_stats("total_revenue"),
+            _total_hours(F.sum("seconds")).alias("total_rental_hours"),
+            _avg_hours(F.sum("seconds"), F.sum("rentals")).alias("avg_rental_hours"),
+        )
+        .join(_distinct(aggregates, "location_vehicles", "unique_vehicles"), "pickup_location")
+        .join(_distinct(aggregates, "location_users", "unique_users"), "pickup_location")
+        .withColumnRenamed("pickup_location", "location_id")
     )
     names = locations.select("location_id", "location_name", "city", "state")
     return per_location.join(F.broadcast(names), "location_id").select(
@@ -95,35 +252,57 @@ def location_performance(rentals: DataFrame, locations: DataFrame) -> DataFrame:
     )
 
 
-def vehicle_type_performance(rentals: DataFrame) -> DataFrame:
+def vehicle_type_performance_of(aggregates: DataFrame) -> DataFrame:
     """One row per vehicle_type with at least one valid rental."""
-    return rentals.groupBy(PRICING_CLASS_COLUMN).agg(
-        *_amount_stats("total_revenue"),
-        F.count_distinct("vehicle_id").alias("unique_vehicles"),
-        _total_hours().alias("total_rental_hours"),
-        _avg_hours().alias("avg_rental_hours"),
+    return (
+        _of(aggregates, "location_type")
+        .groupBy(PRICING_CLASS_COLUMN)
+        .agg(
+            *_amount_stats("total_revenue"),
+            _total_hours(F.sum("seconds")).alias("total_rental_hours"),
+            _avg_hours(F.sum("seconds"), F.sum("rentals")).alias("avg_rental_hours"),
+        )
+        .join(_distinct(aggregates, "type_vehicles", "unique_vehicles"), PRICING_CLASS_COLUMN)
+        .select(
+            PRICING_CLASS_COLUMN,
+            "rental_count",
+            "total_revenue",
+            "avg_rental_amount",
+            "min_rental_amount",
+            "max_rental_amount",
+            "unique_vehicles",
+            "total_rental_hours",
+            "avg_rental_hours",
+        )
     )
 
 
-def location_vehicle_type_performance(rentals: DataFrame) -> DataFrame:
+def location_vehicle_type_performance_of(aggregates: DataFrame) -> DataFrame:
     """One row per (pickup location, vehicle_type) with at least one valid rental."""
-    return rentals.groupBy(F.col("pickup_location").alias("location_id"), PRICING_CLASS_COLUMN).agg(
-        F.count(F.lit(1)).alias("rental_count"),
-        F.sum("total_amount").alias("total_revenue"),
-        _avg_hours().alias("avg_rental_hours"),
+    return _of(aggregates, "location_type").select(
+        F.col("pickup_location").alias("location_id"),
+        PRICING_CLASS_COLUMN,
+        F.col("rentals").alias("rental_count"),
+        F.col("revenue").alias("total_revenue"),
+        _avg_hours(F.col("seconds"), F.col("rentals")).alias("avg_rental_hours"),
     )
 
 
-def user_metrics(rentals: DataFrame, users: DataFrame) -> DataFrame:
+def user_metrics_of(aggregates: DataFrame, users: DataFrame) -> DataFrame:
     """One row per user with at least one valid rental; spend_rank 1 = the top spender, ties
     broken by user_id. The rank needs one global order: a single partition of (at most) one
     row per user, after the aggregation."""
-    per_user = rentals.groupBy("user_id").agg(
-        *_amount_stats("total_spent"),
-        _total_hours().alias("total_rental_hours"),
-        _avg_hours().alias("avg_rental_hours"),
-        F.min("rental_start_time").alias("first_rental_start"),
-        F.max("rental_start_time").alias("last_rental_start"),
+    per_user = _of(aggregates, "user").select(
+        "user_id",
+        F.col("rentals").alias("rental_count"),
+        F.col("revenue").alias("total_spent"),
+        _average(F.col("revenue"), F.col("rentals")).alias("avg_rental_amount"),
+        F.col("lowest").alias("min_rental_amount"),
+        F.col("highest").alias("max_rental_amount"),
+        _total_hours(F.col("seconds")).alias("total_rental_hours"),
+        _avg_hours(F.col("seconds"), F.col("rentals")).alias("avg_rental_hours"),
+        F.col("first_start").alias("first_rental_start"),
+        F.col("last_start").alias("last_rental_start"),
     )
     names = users.select("user_id", "first_name", "last_name", "email")
     by_spend = Window.orderBy(F.col("total_spent").desc(), F.col("user_id"))
@@ -149,30 +328,72 @@ def user_metrics(rentals: DataFrame, users: DataFrame) -> DataFrame:
     )
 
 
-def daily_metrics(rentals: DataFrame) -> DataFrame:
+def daily_metrics_of(aggregates: DataFrame) -> DataFrame:
     """One row per calendar date (wall clock) on which at least one valid rental started."""
-    return rentals.groupBy(F.to_date("rental_start_time").alias("rental_date")).agg(
-        *_amount_stats("total_revenue"),
-        F.count_distinct("user_id").alias("unique_users"),
-        F.count_distinct("vehicle_id").alias("unique_vehicles"),
+    return (
+        _of(aggregates, "date")
+        .groupBy("rental_date")
+        .agg(*_amount_stats("total_revenue"))
+        .join(_distinct(aggregates, "date_users", "unique_users"), "rental_date")
+        .join(_distinct(aggregates, "date_vehicles", "unique_vehicles"), "rental_date")
     )
+
+
+def business_summary_of(aggregates: DataFrame) -> DataFrame:
+    """Exactly one row: the headline numbers of the run's valid rentals."""
+    totals = _of(aggregates, "location_type").agg(
+        F.coalesce(F.sum("revenue"), F.lit(0)).cast(TOTAL).alias("total_revenue"),
+        F.coalesce(F.sum("rentals"), F.lit(0)).alias("rental_count"),
+        _average(F.sum("revenue"), F.sum("rentals")).alias("avg_rental_amount"),
+        _avg_hours(F.sum("seconds"), F.sum("rentals")).alias("avg_rental_hours"),
+    )
+    customers = _of(aggregates, "user").agg(
+        F.count(F.lit(1)).alias("unique_customers"),
+        F.to_date(F.min("first_start")).alias("first_rental_date"),
+        F.to_date(F.max("last_start")).alias("last_rental_date"),
+    )
+    vehicles = _of(aggregates, "type_vehicles").agg(
+        F.coalesce(F.sum("distinct"), F.lit(0)).alias("unique_vehicles_rented")
+    )
+    return (
+        totals.crossJoin(customers)
+        .crossJoin(vehicles)
+        .select(
+            "total_revenue",
+            "rental_count",
+            "unique_customers",
+            "unique_vehicles_rented",
+            "avg_rental_amount",
+            "avg_rental_hours",
+            "first_rental_date",
+            "last_rental_date",
+        )
+    )
+
+
+def location_performance(rentals: DataFrame, locations: DataFrame) -> DataFrame:
+    """location_performance of valid rentals (`valid_rentals`)."""
+    return location_performance_of(merge_aggregates(rental_aggregates(rentals)), locations)
+
+
+def vehicle_type_performance(rentals: DataFrame) -> DataFrame:
+    return vehicle_type_performance_of(merge_aggregates(rental_aggregates(rentals)))
+
+
+def location_vehicle_type_performance(rentals: DataFrame) -> DataFrame:
+    return location_vehicle_type_performance_of(merge_aggregates(rental_aggregates(rentals)))
+
+
+def user_metrics(rentals: DataFrame, users: DataFrame) -> DataFrame:
+    return user_metrics_of(merge_aggregates(rental_aggregates(rentals)), users)
+
+
+def daily_metrics(rentals: DataFrame) -> DataFrame:
+    return daily_metrics_of(merge_aggregates(rental_aggregates(rentals)))
 
 
 def business_summary(rentals: DataFrame) -> DataFrame:
-    """Exactly one row: the headline numbers of the run's valid rentals."""
-    start_date = F.to_date("rental_start_time")
-    return rentals.agg(
-        F.coalesce(F.sum("total_amount"), F.lit(0).cast(st.DecimalType(22, 2))).alias(
-            "total_revenue"
-        ),
-        F.count(F.lit(1)).alias("rental_count"),
-        F.count_distinct("user_id").alias("unique_customers"),
-        F.count_distinct("vehicle_id").alias("unique_vehicles_rented"),
-        F.avg("total_amount").alias("avg_rental_amount"),
-        _avg_hours().alias("avg_rental_hours"),
-        F.min(start_date).alias("first_rental_date"),
-        F.max(start_date).alias("last_rental_date"),
-    )
+    return business_summary_of(merge_aggregates(rental_aggregates(rentals)))
 
 
 def rental_rejects(checked_rentals: DataFrame) -> DataFrame:

@@ -1,0 +1,169 @@
+"""The checked layer: every input file's rows as a run's rule checks left them, kept so that a
+later run in the same context reuses them instead of checking the file again.
+
+A run checks every rule on every row of the whole rental history (docs/architecture.md). Most
+of that work repeats from one day to the next: yesterday's files, checked against the same
+snapshots, give the same flags today. What a file's checked rows depend on is its *context*:
+
+- a snapshot file (vehicles, locations, users): its content only (their rules read no other
+  dataset);
+- a rentals file: its key and content, the three snapshots' contents, the reject threshold, and
+  the keys and contents of every history file before it, in order (rental ids must not repeat
+  an earlier file's; an earlier file held back by the gate changes what counts as a repeat).
+  Whether the gate holds the file back is then a function of the context too.
+
+Both also depend on the contracts and on the checks' code: `fingerprint` covers them. The
+entry of a file is named by the SHA-256 of its context, so an entry can only ever be read for
+the context it was written in, and a run reuses the longest prefix of its history whose entries
+are complete, and checks the rest (carrental.spark.jobs).
+
+    <root>/checked/v1/<dataset>/rows/<write>/entry=<entry>/…       the checked rows (Parquet)
+    <root>/checked/v1/aggregates/rows/<write>/entry=<entry>/…      the KPI aggregates of the
+                                                                   history up to that file
+    <root>/checked/v1/<dataset>/complete/<entry>.<status>.<write>  written after the data
+
+`<write>` is unique per write (the run id and a random part): data is only ever added under a
+new name, never overwritten or renamed, so a crash mid-write leaves a folder that no marker
+names, which is never read (S3 has no atomic rename; this needs none) and is removed by the
+next prune. The marker's name carries the file's status at run time (used or held back) and
+where its data is, so one listing per dataset tells a run everything it needs to plan.
+
+Standard library only: the local lake prunes entries without Spark.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from carrental import lake
+from carrental.contracts import DATASETS, HOURLY_RATES
+from carrental.inputs import HISTORY_DATASET, SNAPSHOT_DATASETS, InputFile, Manifest
+
+CHECKED = "checked/v1"
+# The KPI aggregates of the history up to a rentals file (carrental.spark.transforms), kept under
+# that file's entry name like a dataset's checked rows.
+AGGREGATES = "aggregates"
+LAYER_DATASETS = (*DATASETS, AGGREGATES)
+ROWS, COMPLETE = "rows", "complete"
+USED, HELD_BACK = "used", "held_back"
+STATUSES = (USED, HELD_BACK)
+# Raise when the Spark checks change what they write for the same contracts and inputs
+# (carrental.spark.rules, carrental.spark.jobs): entries written by the older code are then
+# never read again.
+CHECK_CODE_VERSION = 1
+ENTRY_PARTITION = "entry"
+
+
+def fingerprint() -> str:
+    """Identifies the rules a check applies: the contracts, the pricing and the check code."""
+    text = repr((CHECK_CODE_VERSION, sorted(DATASETS.items()), sorted(HOURLY_RATES.items())))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def snapshot_entry(file: InputFile) -> str:
+    return _digest("snapshot", fingerprint(), file.dataset, file.sha256)
+
+
+def history_entries(manifest: Manifest) -> list[tuple[InputFile, str]]:
+    """Each history file of the manifest, in order, with the name of its entry."""
+    snapshots = [f"{f.dataset}={f.sha256}" for name in SNAPSHOT_DATASETS for f in manifest.of(name)]
+    context = _digest("history", fingerprint(), repr(manifest.reject_threshold), *snapshots)
+    entries = []
+    for file in manifest.of(HISTORY_DATASET):
+        context = _digest(context, file.key, file.sha256)
+        entries.append((file, context))
+    return entries
+
+
+def manifest_entries(manifest: Manifest) -> dict[str, set[str]]:
+    """Dataset -> the entries a run of this manifest reads or writes."""
+    entries = {name: {snapshot_entry(f) for f in manifest.of(name)} for name in SNAPSHOT_DATASETS}
+    entries[HISTORY_DATASET] = {entry for _, entry in history_entries(manifest)}
+    entries[AGGREGATES] = entries[HISTORY_DATASET]
+    return entries
+
+
+def new_write(run_id: str) -> str:
+    """A name for one write of entries, never used before."""
+    return f"{lake.check_run_id(run_id)}-{uuid.uuid4().hex[:12]}"
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A complete entry: its name, the file's status in that context, and where its data is."""
+
+    entry: str
+    status: str
+    write: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.entry}.{self.status}.{self.write}"
+
+    @classmethod
+    def parse(cls, name: str) -> Marker | None:
+        """None for a name that is no marker (say, a file an editor left)."""
+        parts = name.split(".", 2)
+        if len(parts) != 3 or len(parts[0]) != 64 or parts[1] not in STATUSES:
+            return None
+        if not lake.RUN_ID_PATTERN.match(parts[2]):
+            return None
+        return cls(*parts)
+
+
+def dataset_prefix(root: str, dataset: str) -> str:
+    return lake.join(root, CHECKED, dataset)
+
+
+def marker_path(root: str, dataset: str, marker: Marker) -> str:
+    return lake.join(dataset_prefix(root, dataset), COMPLETE, marker.name)
+
+
+def data_path(root: str, dataset: str, marker: Marker) -> str:
+    """Where an entry's rows are."""
+    return lake.join(
+        dataset_prefix(root, dataset), ROWS, marker.write, f"{ENTRY_PARTITION}={marker.entry}"
+    )
+
+
+def prune_local(root: Path, keep: Iterable[Manifest]) -> None:
+    """Delete the entries that no manifest in `keep` names (its marker first, so that an entry
+    is never complete without all its data), then every data folder no marker names (partial
+    writes included). Called under the run lock: no run writes entries meanwhile."""
+    wanted: dict[str, set[str]] = {name: set() for name in LAYER_DATASETS}
+    for manifest in keep:
+        for name, entries in manifest_entries(manifest).items():
+            wanted[name] |= entries
+    for name in LAYER_DATASETS:
+        folder = Path(dataset_prefix(str(root), name))
+        named: set[tuple[str, str]] = set()
+        complete = folder / COMPLETE
+        for path in sorted(complete.iterdir()) if complete.is_dir() else []:
+            marker = Marker.parse(path.name)
+            if marker is None or marker.entry not in wanted[name]:
+                path.unlink(missing_ok=True)
+            else:
+                named.add((marker.write, f"{ENTRY_PARTITION}={marker.entry}"))
+        rows = folder / ROWS
+        for write in sorted(rows.iterdir()) if rows.is_dir() else []:
+            for data in sorted(write.iterdir()) if write.is_dir() else [write]:
+                if (write.name, data.name) not in named:
+                    _remove(data)
+            if write.is_dir() and not any(write.iterdir()):
+                write.rmdir()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
