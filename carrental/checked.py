@@ -12,7 +12,9 @@ snapshots, give the same flags today. What a file's checked rows depend on is it
   an earlier file's; an earlier file held back by the gate changes what counts as a repeat).
   Whether the gate holds the file back is then a function of the context too.
 
-Both also depend on the contracts and on the checks' code: `fingerprint` covers them. The
+Both also depend on the contracts, the pricing and the code that stages and checks rows:
+`fingerprint` covers them (the code by its source text, so a deployment of changed code never
+reads what older code wrote). The
 entry of a file is named by the SHA-256 of its context, so an entry can only ever be read for
 the context it was written in, and a run reuses the longest prefix of its history whose entries
 are complete, and checks the rest (carrental.spark.jobs).
@@ -33,11 +35,13 @@ Standard library only: the local lake prunes entries without Spark.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from carrental import lake
@@ -52,17 +56,31 @@ LAYER_DATASETS = (*DATASETS, AGGREGATES)
 ROWS, COMPLETE = "rows", "complete"
 USED, HELD_BACK = "used", "held_back"
 STATUSES = (USED, HELD_BACK)
-# Raise when the Spark checks change what they write for the same contracts and inputs
-# (carrental.spark.rules, carrental.spark.jobs): entries written by the older code are then
-# never read again.
-CHECK_CODE_VERSION = 1
+# The modules whose code decides what an entry holds (staged values, rule flags, the gate, the
+# aggregates and how entries are named, written and read), by path in the package: read as
+# package resources, so that they are found in EMR's --py-files archive too, and without
+# importing Spark.
+CHECK_CODE = (
+    "contracts.py",
+    "staging.py",
+    "checked.py",
+    "spark/io.py",
+    "spark/rules.py",
+    "spark/sources.py",
+    "spark/jobs.py",
+    "spark/transforms.py",
+)
 ENTRY_PARTITION = "entry"
 
 
+@functools.cache
 def fingerprint() -> str:
     """Identifies the rules a check applies: the contracts, the pricing and the check code."""
-    text = repr((CHECK_CODE_VERSION, sorted(DATASETS.items()), sorted(HOURLY_RATES.items())))
-    return hashlib.sha256(text.encode()).hexdigest()
+    digest = hashlib.sha256(repr((sorted(DATASETS.items()), sorted(HOURLY_RATES.items()))).encode())
+    package = resources.files("carrental")
+    for path in CHECK_CODE:
+        digest.update(b"\0" + path.encode() + b"\0" + package.joinpath(path).read_bytes())
+    return digest.hexdigest()
 
 
 def _digest(*parts: str) -> str:
@@ -87,8 +105,10 @@ def history_entries(manifest: Manifest) -> list[tuple[InputFile, str]]:
 def manifest_entries(manifest: Manifest) -> dict[str, set[str]]:
     """Dataset -> the entries a run of this manifest reads or writes."""
     entries = {name: {snapshot_entry(f) for f in manifest.of(name)} for name in SNAPSHOT_DATASETS}
-    entries[HISTORY_DATASET] = {entry for _, entry in history_entries(manifest)}
-    entries[AGGREGATES] = entries[HISTORY_DATASET]
+    history = [entry for _, entry in history_entries(manifest)]
+    entries[HISTORY_DATASET] = set(history)
+    # a run reads the aggregates up to the end of an earlier run's history, and writes its own
+    entries[AGGREGATES] = set(history[-1:])
     return entries
 
 

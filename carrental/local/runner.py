@@ -149,12 +149,18 @@ def run_spark_jobs(
     # leave it running. Otherwise start one whose JVM output goes to the run's log file.
     spark = SparkSession.getActiveSession()
     owns_session = spark is None
+    manifest = store.manifest(run_id)
     if owns_session:
         with _jvm_output_to(log_file):
-            spark = build_session("carrental-local", master="local[*]", shuffle_partitions=8)
+            spark = build_session(
+                "carrental-local",
+                master="local[*]",
+                shuffle_partitions=8,
+                input_rows=sum(f.rows for f in manifest.inputs),
+            )
         spark.sparkContext.setLogLevel("WARN")
     root = str(store.root.resolve())
-    source = StagedInputs(root, store.manifest(run_id))
+    source = StagedInputs(root, manifest, keep_checked=True)
     output = lake.processed_prefix(root)
     tables: dict[str, int] = {}
     timings: dict[str, float] = {}

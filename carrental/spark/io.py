@@ -44,6 +44,11 @@ CSV_OPTIONS = {
     "inferSchema": "false",
 }
 
+# The tables that grow with the rental history. The others have a row per location, vehicle
+# type, date, rule or input file, or (user_metrics) are ranked in one partition anyway: one file
+# each, without the shuffle of a rebalance.
+REBALANCED_TABLES = frozenset({"rental_rejects"})
+
 # Malformed rows listed in the error message, at most.
 ERROR_EXAMPLES = 10
 
@@ -110,21 +115,28 @@ def read_staged(
     A staged file is named by its content, so two history entries with the same content read
     the same file twice: the join below gives each of its rows once per entry."""
     paths = sorted({lake.hadoop_literal(lake.join(root, f.staged)) for f in files})
-    entries = spark.createDataFrame(
-        [(PurePosixPath(f.staged).name, start + index, f.key) for index, f in enumerate(files)],
-        f"_staged_name string, {FILE_INDEX} int, {SOURCE_FILE} string",
+    # staged file name -> its history entries: literals in the plan, no Spark job to ship them
+    entries: dict[str, list[Column]] = {}
+    for index, f in enumerate(files):
+        entry = F.struct(F.lit(start + index).alias(FILE_INDEX), F.lit(f.key).alias(SOURCE_FILE))
+        entries.setdefault(PurePosixPath(f.staged).name, []).append(entry)
+    # (fields nullable, as those of a column read from a file: rows read back from the checked
+    # layer must give the same output schema as rows checked now)
+    nullable = f"array<struct<{FILE_INDEX}:int,{SOURCE_FILE}:string>>"
+    by_name = F.create_map(
+        *[v for name, es in entries.items() for v in (F.lit(name), F.array(*es).cast(nullable))]
     )
     rows = (
         spark.read.schema(staged_spark_schema(ds))
         .parquet(*paths)
-        .withColumn("_staged_name", F.col("_metadata.file_name"))
-        .join(F.broadcast(entries), "_staged_name")
+        .withColumn("_entry", F.explode(F.element_at(by_name, F.col("_metadata.file_name"))))
     )
     return rows.select(
         *[c.name for c in ds.columns],
         *[F.col(raw(c.name) if has_raw_text(c) else c.name).alias(raw(c.name)) for c in ds.columns],
         F.lit(None).cast(st.StringType()).alias(MALFORMED),
-        *FILE_ORDER,
+        *[F.col(f"_entry.{c}").alias(c) for c in (FILE_INDEX, SOURCE_FILE)],
+        ROW_NUMBER,
     )
 
 
@@ -212,17 +224,17 @@ def write_table(frame: DataFrame, output: str, table: str, run_id: str) -> int:
 
     Overwrites that folder only: re-running a run id replaces its rows, other runs are never
     touched. Returns the number of rows written (counted while writing, not by another job).
-    The rows are rebalanced first: adaptive execution (session.SHUFFLE_SETTINGS) then writes
-    files of about the advisory size, one file for a small table, whatever the partitioning of
-    the plan that produced it. They are rebalanced by the table's key and sorted by it within
-    each file: the order in which shuffled rows arrive varies from run to run, and the same
-    inputs must give byte-identical files.
+    A table of REBALANCED_TABLES is rebalanced by its key first: adaptive execution
+    (session.SHUFFLE_SETTINGS) then writes files of about the advisory size, whatever the
+    partitioning of the plan that produced it; any other table is one file. Rows are sorted by
+    the table's key within each file: the order in which shuffled rows arrive varies from run to
+    run, and the same inputs must give byte-identical files.
     """
     if table not in lake.TABLES:
         raise ValueError(f"unknown table {table!r} (known: {', '.join(lake.TABLES)})")
     path = lake.table_run_path(output, table, run_id)
     keys = lake.TABLE_KEYS[table]
-    balanced = frame.hint("rebalance", *keys)
+    balanced = frame.hint("rebalance", *keys) if table in REBALANCED_TABLES else frame.coalesce(1)
     if keys:
         balanced = balanced.sortWithinPartitions(*keys)
     written = Observation()
@@ -264,10 +276,7 @@ class CheckedLayer:
 
     def read(self, dataset: str, markers: Sequence[checked.Marker]) -> DataFrame:
         """The rows of complete entries (every entry of a dataset has the same columns)."""
-        paths = [
-            lake.hadoop_literal(checked.data_path(self.root, dataset, m))
-            for m in markers
-        ]
+        paths = [lake.hadoop_literal(checked.data_path(self.root, dataset, m)) for m in markers]
         return self.spark.read.parquet(*paths)
 
     def write(

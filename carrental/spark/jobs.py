@@ -10,14 +10,14 @@ reject threshold is *held back*: left out of the run entirely, recorded in run_i
 reason, and quarantined by whoever publishes the run. Taking a file out can only lower the
 other files' counts (their rows may have repeated its ids), so one re-check settles it.
 
-Checked entries (carrental.checked): a run over a lake's staged files reuses what earlier runs
+Checked entries (carrental.checked): a run over a lake's staged files that keeps a checked layer
+(StagedInputs.keep_checked: the local runner's runs, not the EMR jobs') reuses what earlier runs
 checked in the same context, a snapshot by its content, the longest prefix of the rental history
 whose entries are complete, and checks only the rest: a day's new file against the current
 snapshots and, for repeated rental ids, against a scan of the history's rental_id column. Its
 tables are then computed from the union, so they are those of a run that checked everything
-(tests/spark/test_checked.py). Checking needs the whole context, so both jobs on EMR check the
-same way; only CHECKED_ENTRIES_WRITER writes the entries it checked, so that the two jobs,
-running at the same time, never write the same entry.
+(tests/spark/test_checked.py). Only CHECKED_ENTRIES_WRITER writes the entries a batch checked,
+so that two jobs sharing a layer never write the same entry.
 """
 
 from __future__ import annotations
@@ -161,18 +161,26 @@ def _check(
 
 def _file_counts(frames: Sequence[tuple[str, DataFrame]]) -> list:
     """(dataset, file, rows, rejected rows, malformed rows) of every file: one pass over every
-    frame, which also fills the caches."""
-    return reduce(
-        DataFrame.unionByName,
-        [
-            frame.groupBy(F.lit(name).alias("dataset"), F.col(SOURCE_FILE).alias("file")).agg(
-                F.count(F.lit(1)).alias("rows"),
-                F.count_if(REJECTED).alias("rejected"),
-                F.count_if(F.col(MALFORMED).isNotNull()).alias("malformed"),
-            )
-            for name, frame in frames
-        ],
-    ).collect()
+    frame (one shuffle for all), which also fills the caches."""
+    rows = [
+        frame.select(
+            F.lit(name).alias("dataset"),
+            F.col(SOURCE_FILE).alias("file"),
+            F.col(REJECTED).alias("rejected"),
+            F.col(MALFORMED).isNotNull().alias("malformed"),
+        )
+        for name, frame in frames
+    ]
+    return (
+        reduce(DataFrame.unionByName, rows)
+        .groupBy("dataset", "file")
+        .agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.count_if("rejected").alias("rejected"),
+            F.count_if("malformed").alias("malformed"),
+        )
+        .collect()
+    )
 
 
 def _over_threshold(rows: int, rejected: int, threshold: float) -> bool:
@@ -569,8 +577,7 @@ def _user_transaction_tables(spark: SparkSession, batch: CheckedBatch) -> dict[s
     aggregates = batch.aggregates
     return {
         "rental_rejects": transforms.rental_rejects(batch.rentals_as_read),
-        # four single-row aggregates: one file, not four
-        "data_quality": transforms.data_quality(batch.checked).coalesce(1),
+        "data_quality": transforms.data_quality(batch.checked),
         "user_metrics": transforms.user_metrics_of(aggregates, batch.valid("users")),
         "daily_metrics": transforms.daily_metrics_of(aggregates),
         "business_summary": transforms.business_summary_of(aggregates),

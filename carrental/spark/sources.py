@@ -27,10 +27,16 @@ from carrental.spark.rules import parse
 
 @dataclass(frozen=True)
 class StagedInputs:
-    """The files of a run manifest, under the lake `root` (a local folder or s3://bucket)."""
+    """The files of a run manifest, under the lake `root` (a local folder or s3://bucket).
+
+    `keep_checked`: reuse and add to the lake's checked layer (carrental.checked). The local
+    runner does, and prunes the layer with its runs. The EMR jobs do not (docs/architecture.md,
+    "Checked layer"): on S3 nothing prunes the layer yet, so its entries would pile up, and the
+    Spark job role is granted no access to it."""
 
     root: str
     manifest: Manifest
+    keep_checked: bool = False
 
     @property
     def reject_threshold(self) -> float:
@@ -49,9 +55,9 @@ class StagedInputs:
         frame = read_staged(spark, self.root, files, ds, start)
         return frame.filter(~F.col(SOURCE_FILE).isin(*exclude)) if exclude else frame
 
-    def checked_layer(self, spark: SparkSession) -> CheckedLayer:
-        """Where checked rows of earlier runs are kept (carrental.checked)."""
-        return CheckedLayer(spark, self.root)
+    def checked_layer(self, spark: SparkSession) -> CheckedLayer | None:
+        """Where checked rows of earlier runs are kept (carrental.checked), if they are."""
+        return CheckedLayer(spark, self.root) if self.keep_checked else None
 
 
 @dataclass(frozen=True)
