@@ -17,6 +17,7 @@ SAM_CLI    := "aws-sam-cli>=1.120,<2"
 .PHONY: run test emulation bench lint check-java check-python sample clean
 .PHONY: deploy package-jobs sync-template-sql sam-validate
 .PHONY: build-CarrentalLayer build-ValidateUploadFunction build-ReportFunction
+.PHONY: build-RunSchedulerStartFunction build-RunSchedulerFinishFunction build-PublishRunFunction
 
 run: check-java $(VENV)/.runtime-installed
 	$(BIN)/carrental run --input $(SAMPLE)
@@ -25,8 +26,9 @@ test: check-java $(VENV)/.dev-installed
 	$(BIN)/pytest
 
 # Only the emulation tests (`make test` runs them too): the shipped Spark jobs under spark-submit
-# on EMR's pyspark, the built Lambda functions on the managed layers' packages. Their venvs are
-# created once per machine under ~/.cache/carrental-emulation/ (CARRENTAL_EMULATION_CACHE).
+# on EMR's pyspark, the built Lambda functions on the managed layers' packages, `carrental run`
+# from the built wheel. Their venvs are created once per machine under
+# ~/.cache/carrental-emulation/ (CARRENTAL_EMULATION_CACHE).
 emulation: check-java $(VENV)/.dev-installed
 	$(BIN)/pytest -m emulation
 
@@ -55,7 +57,8 @@ deploy: $(VENV)/.dev-installed $(SAM_DEPENDENCY)
 package-jobs: $(VENV)/.dev-installed
 	$(BIN)/carrental deploy-jobs --config-env $(ENV)
 
-# Copy sql/ into template.yaml (Athena named queries, the workflow's summary query).
+# Copy carrental/sql/ into template.yaml (Athena named queries, the workflow's summary query) and
+# the current views.
 sync-template-sql: $(VENV)/.dev-installed
 	$(BIN)/carrental sync-template-sql
 
@@ -73,9 +76,17 @@ build-ValidateUploadFunction:
 	cp lambdas/validate_upload/*.py "$(ARTIFACTS_DIR)/"
 
 build-ReportFunction:
-	mkdir -p "$(ARTIFACTS_DIR)/sql"
+	mkdir -p "$(ARTIFACTS_DIR)"
 	cp lambdas/report/*.py "$(ARTIFACTS_DIR)/"
-	cp sql/*.sql "$(ARTIFACTS_DIR)/sql/"
+
+# The scheduler's two functions share one folder (two handlers of app.py).
+build-RunSchedulerStartFunction build-RunSchedulerFinishFunction:
+	mkdir -p "$(ARTIFACTS_DIR)"
+	cp lambdas/run_scheduler/*.py "$(ARTIFACTS_DIR)/"
+
+build-PublishRunFunction:
+	mkdir -p "$(ARTIFACTS_DIR)"
+	cp lambdas/publish_run/*.py "$(ARTIFACTS_DIR)/"
 
 # Regenerate the committed sample batch (a test checks it matches this command).
 sample: $(VENV)/.runtime-installed

@@ -46,7 +46,14 @@ from pathlib import Path
 
 from carrental import lake
 from carrental.contracts import DATASETS, HOURLY_RATES
-from carrental.inputs import HISTORY_DATASET, SNAPSHOT_DATASETS, InputFile, Manifest
+from carrental.inputs import (
+    HELD_BACK,
+    HISTORY_DATASET,
+    SNAPSHOT_DATASETS,
+    USED,
+    InputFile,
+    Manifest,
+)
 
 CHECKED = "checked/v1"
 # The KPI aggregates of the history up to a rentals file (carrental.spark.transforms), kept under
@@ -54,7 +61,6 @@ CHECKED = "checked/v1"
 AGGREGATES = "aggregates"
 LAYER_DATASETS = (*DATASETS, AGGREGATES)
 ROWS, COMPLETE = "rows", "complete"
-USED, HELD_BACK = "used", "held_back"
 STATUSES = (USED, HELD_BACK)
 # The modules whose code decides what an entry holds (staged values, rule flags, the gate, the
 # aggregates and how entries are named, written and read), by path in the package: read as
@@ -88,6 +94,9 @@ def _digest(*parts: str) -> str:
 
 
 def snapshot_entry(file: InputFile) -> str:
+    """A snapshot's context is its content alone: true while its rules read no other dataset."""
+    if not all(rule.single_dataset for rule in DATASETS[file.dataset].rules):
+        raise ValueError(f"{file.dataset}: a rule reads another dataset; its context must name it")
     return _digest("snapshot", fingerprint(), file.dataset, file.sha256)
 
 

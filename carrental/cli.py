@@ -8,18 +8,16 @@ command ended by SIGPIPE. None of them ends with a traceback for a user's mistak
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import shutil
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
 from carrental import __version__
 from carrental.contracts import DEFAULT_REJECT_THRESHOLD
+from carrental.local.interrupts import INTERRUPTS, Interrupted
 
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
@@ -104,44 +102,55 @@ def _contracts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_files(paths: list[Path]) -> None:
+    for path in paths:
+        if not path.exists():
+            raise UsageError(f"{path}: no such file")
+        if not path.is_file():
+            kind = "a folder" if path.is_dir() else "not a regular file"
+            raise UsageError(f"{path} is {kind}: pass CSV files")
+
+
 def _run(args: argparse.Namespace) -> int:
-    from carrental.local.console import Progress, print_summary
+    from carrental.local.console import Progress, print_summary, print_timings, run_json
     from carrental.local.output import console as output_console
-    from carrental.local.output import safe_text
-    from carrental.local.runner import StageError, run_pipeline
+    from carrental.local.output import safe_text, to_json
+    from carrental.local.runner import StageError, Stages, run_pipeline
     from carrental.local.store import LakeError
 
     console = output_console(stderr=True)
+    stages = Stages() if args.quiet or args.json else Progress(console)
     try:
-        result = run_pipeline(
-            args.lake, args.input, args.run_id, Progress(console), args.reject_threshold
-        )
+        result = run_pipeline(args.lake, args.input, args.run_id, stages, args.reject_threshold)
     except StageError as exc:
-        console.print(safe_text(f"carrental run: stage '{exc.stage}' failed", style="red bold"))
-        console.print(safe_text(str(exc), keep="\n"))
-        if exc.log:
-            console.print(safe_text(f"log: {exc.log}"))
-        console.print("the previous published run, its tables and report are unchanged")
+        if exc.details:
+            console.print(safe_text(exc.details, keep="\n"), soft_wrap=True)
+        _error("run", exc.summary())
         return 1
     except LakeError as exc:
-        print(f"carrental run: {exc}", file=sys.stderr)
+        _error("run", str(exc))
         return 1
-    print_summary(result, output_console())
+    with INTERRUPTS.reported_as(f"interrupted after publishing run {result.run_id}"):
+        if args.json:
+            _utf8_stdout()
+            print(to_json(run_json(result), indent=1))
+        elif not args.quiet:
+            print_summary(result, output_console())
+            if args.verbose:
+                print_timings(result, output_console())
     return 0
 
 
 def _ingest(args: argparse.Namespace) -> int:
+    from carrental.lake import infer_dataset
     from carrental.local.console import print_ingested
     from carrental.local.output import console as output_console
     from carrental.local.runner import ingest_files
     from carrental.local.store import LakeError, LocalLake
-    from carrental.validation import infer_dataset
 
     if args.dataset is not None:
         infer_dataset("", args.dataset)  # an unknown --dataset is a usage error (exit 2)
-    missing = [str(path) for path in args.files if not path.is_file()]
-    if missing:
-        raise ValueError(f"not a file: {', '.join(missing)}")
+    _check_files(args.files)
     console = output_console()
     try:
         ingested = ingest_files(
@@ -151,7 +160,7 @@ def _ingest(args: argparse.Namespace) -> int:
             lambda i: print_ingested(i, console),
         )
     except LakeError as exc:
-        print(f"carrental ingest: {exc}", file=sys.stderr)
+        _error("ingest", str(exc))
         return 1
     return 0 if all(i.verdict.accepted for i in ingested) else 1
 
@@ -166,7 +175,7 @@ def _query(args: argparse.Namespace) -> int:
     except CatalogError as exc:
         _error("query", str(exc))
         return 1
-    _interrupts.also_call(con.interrupt)
+    INTERRUPTS.also_call(con.interrupt)
     try:
         result = run(con, readable_folders(args.lake), args.sql)
         if args.format != "table":
@@ -177,6 +186,68 @@ def _query(args: argparse.Namespace) -> int:
         return 1
     finally:
         con.close()
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from rich import box
+    from rich.table import Table
+
+    from carrental.local.output import console as output_console
+    from carrental.local.output import safe_text, to_json
+    from carrental.local.runs import UnknownRun, compare, list_runs
+    from carrental.local.store import LakeError, LocalLake
+    from carrental.publishing import RecordError
+
+    try:
+        lake = LocalLake(args.lake)
+        if args.compare:
+            rows = compare(lake, *args.compare)
+        else:
+            runs = list_runs(lake)
+    except (LakeError, RecordError, UnknownRun) as exc:
+        _error("runs", str(exc))
+        return 1
+    if args.json:
+        _utf8_stdout()
+        if args.compare:
+            keys = ("metric", args.compare[0], args.compare[1], "difference")
+            print(to_json([dict(zip(keys, row, strict=True)) for row in rows], indent=1))
+        else:
+            print(to_json([run.to_dict() for run in runs], indent=1))
+        return 0
+    console = output_console()
+    if args.compare:
+        table = Table(box=box.SIMPLE_HEAD)
+        table.add_column("metric", no_wrap=True)
+        for run_id in args.compare:
+            table.add_column(run_id, justify="right")
+        table.add_column("difference", justify="right")
+        for row in rows:
+            table.add_row(*map(safe_text, row))
+    elif not runs:
+        print(f"no runs yet in {args.lake}: carrental run --lake {args.lake}")
+        return 0
+    else:
+        table = Table(box=box.SIMPLE_HEAD)
+        table.add_column("run", no_wrap=True)
+        table.add_column("started (UTC)", no_wrap=True)
+        table.add_column("status", min_width=len("interrupted"))
+        table.add_column("files", justify="right")
+        table.add_column("held back", justify="right")
+        table.add_column("revenue", justify="right", no_wrap=True)
+        for run in runs:
+            status = f"{run.state}: {run.failed_stage}" if run.failed_stage else run.state
+            row = (
+                run.run_id,
+                run.started_at[:16].replace("T", " "),
+                status,
+                run.inputs,
+                run.held_back or "",
+                run.total_revenue,
+            )
+            table.add_row(*map(safe_text, row))
+    console.print(table)
     return 0
 
 
@@ -228,32 +299,32 @@ def _deploy_jobs(args: argparse.Namespace) -> int:
 
 
 def _sync_template_sql(args: argparse.Namespace) -> int:
-    from carrental.deploy import TEMPLATE_PATH, sync_template_sql
+    from carrental.deploy import TEMPLATE_PATH, DeployError, sync_template_sql
 
-    drifted = sync_template_sql(TEMPLATE_PATH, check=args.check)
+    try:
+        drifted = sync_template_sql(TEMPLATE_PATH, check=args.check)
+    except DeployError as exc:
+        print(f"carrental sync-template-sql: {exc}", file=sys.stderr)
+        return 1
     if args.check and drifted:
         print(
-            f"{TEMPLATE_PATH.name}: the SQL blocks differ from sql/; run "
+            f"{TEMPLATE_PATH.name}: the SQL blocks differ from carrental/sql/; run "
             "`carrental sync-template-sql` (or `make sync-template-sql`)",
             file=sys.stderr,
         )
         return 1
-    print(f"{TEMPLATE_PATH.name}: {'updated from' if drifted else 'in line with'} sql/")
+    print(f"{TEMPLATE_PATH.name}: {'updated from' if drifted else 'in line with'} carrental/sql/")
     return 0
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from carrental.lake import infer_dataset
     from carrental.local.output import print_plain, to_json
-    from carrental.validation import DEFAULT_REJECT_THRESHOLD, infer_dataset, validate_path
+    from carrental.validation import DEFAULT_REJECT_THRESHOLD, validate_path
 
     if args.dataset is not None:
         infer_dataset("", args.dataset)  # an unknown --dataset is a usage error (exit 2)
-    for path in args.files:
-        if not path.exists():
-            raise UsageError(f"{path}: no such file")
-        if not path.is_file():
-            kind = "a folder" if path.is_dir() else "not a regular file"
-            raise UsageError(f"{path} is {kind}: pass CSV files")
+    _check_files(args.files)
     threshold = DEFAULT_REJECT_THRESHOLD if args.reject_threshold is None else args.reject_threshold
     verdicts = []
     for path in args.files:
@@ -261,7 +332,7 @@ def _validate(args: argparse.Namespace) -> int:
             verdicts.append(validate_path(path, dataset=args.dataset, reject_threshold=threshold))
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    _interrupts.check()  # a verdict computed across a Ctrl-C is not one
+    INTERRUPTS.check()  # a verdict computed across a Ctrl-C is not one
     if args.json:
         _utf8_stdout()
         print(to_json([v.to_dict() for v in verdicts], indent=2))
@@ -305,24 +376,19 @@ def _dirty_rate(text: str) -> float:
     return value
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+def _whole_number(minimum: int):
+    """An argument type: a whole number of at least `minimum`."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+        return value
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
+    return parse
 
 
 def _out_folder(text: str) -> Path:
@@ -351,7 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="1 = the lab's sizes (~20k rentals); rentals grow linearly, dimensions sub-linearly",
     )
-    gen.add_argument("--seed", type=_seed, default=42, help="same seed => byte-identical files")
+    gen.add_argument(
+        "--seed", type=_whole_number(0), default=42, help="same seed => byte-identical files"
+    )
     gen.add_argument(
         "--dirty-rate",
         type=_dirty_rate,
@@ -404,7 +472,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="hold back a rentals file when more than this fraction of its rows break a reject "
         "rule at run time, foreign keys included (0.05)",
     )
+    shown = run.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--json",
+        action="store_true",
+        help="print the result as JSON on stdout (run id, status, tables and rows, report)",
+    )
+    shown.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    shown.add_argument(
+        "--verbose", action="store_true", help="also print each step's time and Spark's log"
+    )
+    run.epilog = (
+        "exit codes: 0 published, 1 failed (nothing published), 2 usage error, 130 interrupted"
+    )
     run.set_defaults(handler=_run)
+
+    runs = commands.add_parser(
+        "runs", help="list the runs of a lake, or compare two runs' headline KPIs"
+    )
+    runs.add_argument("--lake", type=Path, default=Path(".lake"), help="lake folder (.lake/)")
+    runs.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="each headline KPI of runs A and B, and B - A",
+    )
+    runs.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    runs.set_defaults(handler=_runs)
 
     query = commands.add_parser(
         "query", help="run Athena (Trino) SQL against the local catalog of the latest run"
@@ -420,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     query.add_argument(
         "--max-rows",
-        type=_positive_int,
+        type=_whole_number(1),
         default=DEFAULT_MAX_ROWS,
         help=f"rows the table view shows ({DEFAULT_MAX_ROWS}); it says how many it left out",
     )
@@ -450,7 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     deploy_jobs.set_defaults(handler=_deploy_jobs)
 
     sync_sql = commands.add_parser(
-        "sync-template-sql", help="copy sql/ into template.yaml (named queries, summary query)"
+        "sync-template-sql",
+        help="copy carrental/sql/ and the current views into template.yaml",
     )
     sync_sql.add_argument(
         "--check", action="store_true", help="change nothing; exit 1 if the template is stale"
@@ -515,67 +610,23 @@ def _silence_stdout() -> None:
         pass
 
 
-class _Interrupts:
-    """Remembers a Ctrl-C. Libraries sometimes turn the KeyboardInterrupt raised inside them
-    into an error of their own (DuckDB: RuntimeError "Query interrupted"; pyarrow importing
-    pandas: AttributeError "partially initialized module"), or swallow it and go on. After a
-    SIGINT, an error, or a result, is the interrupt's doing and is reported as the interrupt."""
-
-    def __init__(self) -> None:
-        self.seen = False
-        self._previous = None
-        self._callbacks: list = []
-
-    def also_call(self, callback) -> None:
-        """Call `callback()` on Ctrl-C, e.g. DuckDB's connection.interrupt(): DuckDB sees the
-        KeyboardInterrupt only when it happens to check for one, and may drop it."""
-        self._callbacks.append(callback)
-
-    def _handler(self, signum, frame) -> None:
-        self.seen = True
-        for callback in self._callbacks:
-            with contextlib.suppress(Exception):  # e.g. a connection closed meanwhile
-                callback()
-        raise KeyboardInterrupt
-
-    def check(self) -> None:
-        """Raise KeyboardInterrupt if one was swallowed: before printing a result."""
-        if self.seen:
-            raise KeyboardInterrupt
-
-    def __enter__(self) -> _Interrupts:
-        self.seen = False
-        self._callbacks.clear()
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-
-
-_interrupts = _Interrupts()
-
-
 def main(argv: list[str] | None = None) -> int:
     _tolerant_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
-    with _interrupts:
+    with INTERRUPTS:
         try:
             code = args.handler(args)
-            _interrupts.check()
+            INTERRUPTS.check()
             return code
-        except KeyboardInterrupt:
-            _error(args.command, "interrupted")
+        except KeyboardInterrupt as exc:
+            _error(args.command, str(exc) if isinstance(exc, Interrupted) else "interrupted")
             return EXIT_INTERRUPTED
         except BrokenPipeError:
             _silence_stdout()
             return EXIT_BROKEN_PIPE
         except Exception as exc:
-            if _interrupts.seen:
+            if INTERRUPTS.seen:
                 _error(args.command, "interrupted")
                 return EXIT_INTERRUPTED
             if isinstance(exc, ValueError):

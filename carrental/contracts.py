@@ -32,6 +32,20 @@ class LogicalType(StrEnum):
 
 MONEY_PRECISION = 12
 MONEY_SCALE = 2
+
+# The well-formed text of each numeric type. Both engines apply these (the upload validator
+# with Arrow's RE2, the Spark jobs with Java's regex: only syntax both read the same). An INT
+# text that matches must also fit in INT_RANGE (32 bits); DATE and TIMESTAMP texts match their
+# column's `pattern` instead.
+TEXT_PATTERNS: dict[LogicalType, str] = {
+    LogicalType.INT: r"^-?[0-9]{1,10}$",
+    LogicalType.FLAG: r"^[01]$",
+    LogicalType.DOUBLE: r"^-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$",
+    LogicalType.MONEY: (
+        rf"^-?[0-9]{{1,{MONEY_PRECISION - MONEY_SCALE}}}(\.[0-9]{{1,{MONEY_SCALE}}})?$"
+    ),
+}
+INT_RANGE = (-(2**31), 2**31 - 1)
 # A file whose share of rows breaking a reject rule exceeds this is kept out whole: rejected by
 # the upload validator, or held back from a run when foreign keys are checked at run time.
 DEFAULT_REJECT_THRESHOLD = 0.05
@@ -77,36 +91,90 @@ class Column:
         return strptime_format(self.pattern) if self.pattern else None
 
 
+class RuleKind(StrEnum):
+    """How a rule is checked: both engines (the upload validator, the Spark jobs) dispatch on
+    it, and KIND_MEANINGS says what a row must satisfy."""
+
+    NOT_NULL = "not_null"
+    FORMAT = "format"
+    ALLOWED = "allowed"
+    MIN_VALUE = "min_value"
+    AFTER = "after"
+    UNIQUE = "unique"
+    EXISTS = "exists"
+    PRICING = "pricing"
+    NOT_BEFORE = "not_before"
+    REFERENCED_FLAG = "referenced_flag"
+
+
+# `columns`, `references` and `via` below are the Rule's fields.
+KIND_MEANINGS: dict[RuleKind, str] = {
+    RuleKind.NOT_NULL: "the column is not empty",
+    RuleKind.FORMAT: "the value is well formed for the column's type (TEXT_PATTERNS) or pattern",
+    RuleKind.ALLOWED: "the value is one of `values`",
+    RuleKind.MIN_VALUE: "the value (a number) is at least `minimum`",
+    RuleKind.AFTER: "the second column is strictly later than the first (same row)",
+    RuleKind.UNIQUE: "the key does not repeat an earlier row's (the first occurrence is kept)",
+    RuleKind.EXISTS: "the value is a key of `references` (dataset, key column): a foreign key",
+    RuleKind.PRICING: (
+        "the amount (first column) equals the whole hours from the second column to the third "
+        "x HOURLY_RATES of the class `references` names, read through the foreign key `via`"
+    ),
+    RuleKind.NOT_BEFORE: (
+        "the first column's date is on or after the date `references` names, read through the "
+        "foreign key `via`"
+    ),
+    RuleKind.REFERENCED_FLAG: (
+        "the flag `references` names is 1, read through the foreign key `via`"
+    ),
+}
+# Kinds that read one row of one dataset (unique: and the rows before it). Both engines check
+# them; the other kinds need another dataset, and only the Spark jobs check those.
+SINGLE_DATASET_KINDS = frozenset(
+    {
+        RuleKind.NOT_NULL,
+        RuleKind.FORMAT,
+        RuleKind.ALLOWED,
+        RuleKind.MIN_VALUE,
+        RuleKind.AFTER,
+        RuleKind.UNIQUE,
+    }
+)
+CROSS_DATASET_KINDS = frozenset(RuleKind) - SINGLE_DATASET_KINDS
+# Cross-dataset kinds that read an attribute of the referenced row through a foreign key.
+THROUGH_FOREIGN_KEY_KINDS = CROSS_DATASET_KINDS - {RuleKind.EXISTS}
+
+
 @dataclass(frozen=True)
 class Rule:
-    """A row rule. `kind` says how it is checked; consumers dispatch on it.
+    """A row rule of one dataset; `kind` says how it is checked (KIND_MEANINGS).
 
-    kinds:
-      not_null      the column is non-empty
-      format        the value parses as the column's logical type / pattern
-      allowed       the value is one of `values`
-      min_value     the value (a number) is >= `minimum`
-      after         columns[1] is strictly later than columns[0] (same row)
-      unique        the key is not repeated on an earlier row (the first occurrence is kept)
-      exists        the value is a key of `references` (dataset, column): a foreign key
-      pricing       total_amount = whole hours x HOURLY_RATES[vehicle_type] (needs vehicles)
-      not_before    columns[0] is on or after the referenced dataset's date `references[1]`
-      referenced_flag  the referenced row's flag `references[1]` is 1
-    Rules of the last five kinds need another dataset; only the Spark jobs check them.
+    `references` is (dataset, column) of another dataset: the key an `exists` rule looks up,
+    or the attribute the rules of THROUGH_FOREIGN_KEY_KINDS read from the row that their
+    foreign key `via` (a column of this dataset with an `exists` rule) points to. `columns` are
+    the columns of this dataset the rule reads, in the order KIND_MEANINGS gives them.
     """
 
     name: str
-    kind: str
+    kind: RuleKind
     columns: tuple[str, ...]
     severity: Severity
     description: str
     values: tuple[str, ...] = ()
     minimum: Decimal | None = None
     references: tuple[str, str] | None = None
+    via: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", RuleKind(self.kind))
+        if (self.references is None) == (self.kind in CROSS_DATASET_KINDS):
+            raise ValueError(f"rule {self.name}: only a cross-dataset rule has references")
+        if (self.via is None) == (self.kind in THROUGH_FOREIGN_KEY_KINDS):
+            raise ValueError(f"rule {self.name}: {self.kind} rules, and only they, need `via`")
 
     @property
     def single_dataset(self) -> bool:
-        return self.kind in {"not_null", "format", "allowed", "min_value", "after", "unique"}
+        return self.kind in SINGLE_DATASET_KINDS
 
 
 @dataclass(frozen=True)
@@ -125,7 +193,7 @@ class Dataset:
                 derived.append(
                     Rule(
                         f"{col.name}_not_null",
-                        "not_null",
+                        RuleKind.NOT_NULL,
                         (col.name,),
                         Severity.REJECT,
                         f"{col.name} must not be empty",
@@ -136,7 +204,7 @@ class Dataset:
                 derived.append(
                     Rule(
                         f"{col.name}_format",
-                        "format",
+                        RuleKind.FORMAT,
                         (col.name,),
                         col.format_severity,
                         f"{col.name} must be a valid {col.type}{shape}",
@@ -145,7 +213,7 @@ class Dataset:
         derived.append(
             Rule(
                 f"{self.primary_key}_unique",
-                "unique",
+                RuleKind.UNIQUE,
                 (self.primary_key,),
                 Severity.REJECT,
                 f"{self.primary_key} must not repeat an earlier row's "
@@ -215,7 +283,7 @@ VEHICLES = Dataset(
     extra_rules=(
         Rule(
             "vehicle_type_known",
-            "allowed",
+            RuleKind.ALLOWED,
             ("vehicle_type",),
             T.REJECT,
             "vehicle_type must be one of basic, premium, high_end",
@@ -312,14 +380,14 @@ RENTAL_TRANSACTIONS = Dataset(
     extra_rules=(
         Rule(
             "rental_end_after_start",
-            "after",
+            RuleKind.AFTER,
             ("rental_start_time", "rental_end_time"),
             T.REJECT,
             "rental_end_time must be later than rental_start_time",
         ),
         Rule(
             "total_amount_non_negative",
-            "min_value",
+            RuleKind.MIN_VALUE,
             ("total_amount",),
             T.REJECT,
             "total_amount must be >= 0",
@@ -327,7 +395,7 @@ RENTAL_TRANSACTIONS = Dataset(
         ),
         Rule(
             "user_id_exists",
-            "exists",
+            RuleKind.EXISTS,
             ("user_id",),
             T.REJECT,
             "user_id must be a user in users.csv",
@@ -335,7 +403,7 @@ RENTAL_TRANSACTIONS = Dataset(
         ),
         Rule(
             "vehicle_id_exists",
-            "exists",
+            RuleKind.EXISTS,
             ("vehicle_id",),
             T.REJECT,
             "vehicle_id must be a vehicle in vehicles.csv",
@@ -343,7 +411,7 @@ RENTAL_TRANSACTIONS = Dataset(
         ),
         Rule(
             "pickup_location_exists",
-            "exists",
+            RuleKind.EXISTS,
             ("pickup_location",),
             T.REJECT,
             "pickup_location must be a location in locations.csv",
@@ -351,7 +419,7 @@ RENTAL_TRANSACTIONS = Dataset(
         ),
         Rule(
             "dropoff_location_exists",
-            "exists",
+            RuleKind.EXISTS,
             ("dropoff_location",),
             T.REJECT,
             "dropoff_location must be a location in locations.csv",
@@ -359,27 +427,31 @@ RENTAL_TRANSACTIONS = Dataset(
         ),
         Rule(
             "pricing_matches_rate",
-            "pricing",
+            RuleKind.PRICING,
             ("total_amount", "rental_start_time", "rental_end_time", "vehicle_id"),
             T.WARN,
             "total_amount should equal hours x the vehicle_type's hourly rate "
             "(basic 10, premium 20, high_end 50)",
+            references=("vehicles", "vehicle_type"),
+            via="vehicle_id",
         ),
         Rule(
             "rental_not_before_user_creation",
-            "not_before",
+            RuleKind.NOT_BEFORE,
             ("rental_start_time", "user_id"),
             T.WARN,
             "a rental should not start before the user's creation_date",
             references=("users", "creation_date"),
+            via="user_id",
         ),
         Rule(
             "rental_by_active_user",
-            "referenced_flag",
+            RuleKind.REFERENCED_FLAG,
             ("user_id",),
             T.WARN,
             "the renting user should be active (is_active = 1)",
             references=("users", "is_active"),
+            via="user_id",
         ),
     ),
 )
@@ -450,13 +522,36 @@ def to_markdown() -> str:
                 f"| {i} | `{c.name}` | {c.type} | {c.pattern or ''} | "
                 f"{'yes' if c.required else ''} | {c.description} |"
             )
-        lines += ["", "| rule | severity | checked by | description |", "| --- | --- | --- | --- |"]
+        lines += [
+            "",
+            "| rule | kind | severity | checked by | description |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for r in ds.rules:
             where = (
                 "upload validator + Spark" if r.single_dataset else "Spark (needs other datasets)"
             )
-            lines.append(f"| `{r.name}` | {r.severity} | {where} | {r.description} |")
+            kind = f"`{r.kind}`"
+            if r.references:
+                kind += f" {'.'.join(r.references)}" + (f" via `{r.via}`" if r.via else "")
+            lines.append(f"| `{r.name}` | {kind} | {r.severity} | {where} | {r.description} |")
         lines.append("")
     rates = ", ".join(f"{k} {v}" for k, v in HOURLY_RATES.items())
     lines += [f"Hourly rates: {rates}.", ""]
+    lines += [
+        "## Rule kinds",
+        "",
+        "| kind | checked by | a row passes when |",
+        "| --- | --- | --- |",
+    ]
+    for kind, meaning in KIND_MEANINGS.items():
+        where = "upload validator + Spark" if kind in SINGLE_DATASET_KINDS else "Spark"
+        lines.append(f"| `{kind}` | {where} | {meaning} |")
+    lines += [
+        "",
+        "Well-formed numbers (regular expressions): "
+        + "; ".join(f"{t} `{p}`" for t, p in TEXT_PATTERNS.items())
+        + ". Dates and timestamps match their column's format exactly.",
+        "",
+    ]
     return "\n".join(lines)

@@ -7,11 +7,16 @@ both live under `s3://<ArtifactsBucket>/jobs/`, the paths the state machine pass
 `carrental deploy-jobs --out DIR` writes them to DIR/jobs/ without any AWS call (what the EMR
 emulation test runs).
 
-CloudFormation cannot read files, so the SQL of sql/ is copied into template.yaml between
+CloudFormation cannot read files, so the SQL of carrental/sql/ is copied into template.yaml between
 `# BEGIN GENERATED ...` / `# END GENERATED ...` markers: one `AWS::Athena::NamedQuery` per report
-query for analysts, and the summary query (JSON-escaped, as the state machine's
-`${SummaryQuery}` substitution) with one execution parameter per `?`. `sync_template_sql`
-rewrites those blocks from sql/; a test fails when they drift.
+query for analysts, the summary query (JSON-escaped, as the state machine's `${SummaryQuery}`
+substitution) with one execution parameter per `?`, and the current views
+(carrental.publishing.view_sql for every table, as the JSON list the workflow's
+`${CurrentViewQueries}` substitution holds). `sync_template_sql` rewrites those blocks; a test
+fails when they drift.
+
+template.yaml, samconfig.toml and emr_jobs/ belong to the repository, not to the package: these
+commands work in a clone (an installed carrental says so instead of failing on a missing file).
 
 Standard library at module level (boto3 and the report module are imported where used).
 """
@@ -31,6 +36,7 @@ from typing import Any
 from carrental.lake import TABLES
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+# In a clone the package sits at the repository's root; installed, this is site-packages.
 REPO_ROOT = PACKAGE_DIR.parent
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
 SAMCONFIG_PATH = REPO_ROOT / "samconfig.toml"
@@ -43,12 +49,24 @@ _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 NAMED_QUERIES_BLOCK = "NAMED QUERIES"
 SUMMARY_QUERY_BLOCK = "SUMMARY QUERY"
+CURRENT_VIEWS_BLOCK = "CURRENT VIEW QUERIES"
 # The state machine's PrepareSummaryQuery state puts the quoted run id here.
 RUN_ID_LITERAL_PATH = "$.summary_query.run_id_literal"
 
 
 class DeployError(RuntimeError):
     """A deploy step cannot go on; the message says what is missing and how to fix it."""
+
+
+def repository_file(path: Path) -> Path:
+    """`path`, a file of the repository; a DeployError if this carrental is not a clone's."""
+    if not path.exists():
+        raise DeployError(
+            f"{path} not found: deploy-jobs and sync-template-sql work on the stack files of "
+            "the carrental repository, in a clone of it (an installed carrental holds no "
+            "template.yaml, samconfig.toml or emr_jobs/)"
+        )
+    return path
 
 
 # ---------------------------------------------------------------------------- job code
@@ -69,7 +87,8 @@ def build_jobs_archive(dest_dir: Path) -> Path:
     archive = dest_dir / ARCHIVE_NAME
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for path in package_files():
-            info = zipfile.ZipInfo(path.relative_to(REPO_ROOT).as_posix(), date_time=_ZIP_EPOCH)
+            name = path.relative_to(PACKAGE_DIR.parent).as_posix()
+            info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             zf.writestr(info, path.read_bytes())
@@ -77,7 +96,7 @@ def build_jobs_archive(dest_dir: Path) -> Path:
 
 
 def job_script(job: str) -> Path:
-    script = JOB_SCRIPTS_DIR / f"{job}.py"
+    script = repository_file(JOB_SCRIPTS_DIR) / f"{job}.py"
     if not script.is_file():
         raise DeployError(f"job entry point {script} is missing (jobs come from carrental.lake)")
     return script
@@ -87,12 +106,13 @@ def stage_jobs(dest_dir: Path) -> list[tuple[Path, str]]:
     """Write what a deploy ships under dest_dir, laid out as in the artifacts bucket
     (dest_dir/jobs/<job>.py, dest_dir/jobs/carrental.zip); returns (file, S3 key) pairs, the
     entry points first."""
+    scripts = [job_script(job) for job in job_names()]  # all there, before writing anything
     jobs_dir = dest_dir / JOBS_PREFIX
     jobs_dir.mkdir(parents=True, exist_ok=True)
     staged = []
-    for job in job_names():
-        target = jobs_dir / f"{job}.py"
-        shutil.copyfile(job_script(job), target)
+    for script in scripts:
+        target = jobs_dir / script.name
+        shutil.copyfile(script, target)
         staged.append(target)
     staged.append(build_jobs_archive(jobs_dir))
     return [(path, path.relative_to(dest_dir).as_posix()) for path in staged]
@@ -135,10 +155,7 @@ class StackTarget:
 
 def samconfig_target(config_env: str, samconfig: Path = SAMCONFIG_PATH) -> StackTarget:
     """Stack name and region of a samconfig.toml environment (`sam deploy --config-env`)."""
-    try:
-        config = tomllib.loads(samconfig.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DeployError(f"{samconfig} not found") from None
+    config = tomllib.loads(repository_file(samconfig).read_text(encoding="utf-8"))
     params = config.get(config_env, {}).get("deploy", {}).get("parameters", {})
     if "stack_name" not in params:
         known = ", ".join(k for k, v in config.items() if isinstance(v, dict)) or "none"
@@ -198,7 +215,7 @@ def render_named_queries() -> str:
             "    Type: AWS::Athena::NamedQuery\n"
             "    Properties:\n"
             f'      Name: !Sub "${{AWS::StackName}}-{stem}"\n'
-            f"      Description: sql/{sql_file}, behind {report}. Each ? is the run id written as"
+            f"      Description: carrental/sql/{sql_file}, behind {report}. Each ? is the run id written as"
             " a quoted string, e.g. 'run-1'.\n"
             "      Database: !Ref GlueDatabase\n"
             "      WorkGroup: !Ref AthenaWorkGroup\n"
@@ -223,6 +240,22 @@ def render_summary_query() -> str:
     )
 
 
+# In an intrinsic function's string literal these characters are escaped with a backslash:
+# https://docs.aws.amazon.com/step-functions/latest/dg/intrinsic-functions.html
+_INTRINSIC_SPECIAL = re.compile(r"([\\'{}])")
+
+
+def render_current_views() -> str:
+    """The workflow's `States.StringToJson('${CurrentViewQueries}')`: a JSON list of the view
+    statements, escaped for the intrinsic's literal, then for the JSON string it sits in."""
+    from carrental.publishing import view_sql
+
+    listing = json.dumps([view_sql(table) for table in TABLES], ensure_ascii=False)
+    literal = _INTRINSIC_SPECIAL.sub(r"\\\1", listing)
+    escaped = json.dumps(literal, ensure_ascii=False)[1:-1]
+    return f"        CurrentViewQueries: {_yaml_single_quoted(escaped)}"
+
+
 def _replace_block(text: str, block: str, body: str) -> str:
     pattern = re.compile(
         rf"(?P<begin>^[ \t]*# BEGIN GENERATED {block}\n).*?(?P<end>^[ \t]*# END GENERATED {block}\n)",
@@ -235,15 +268,17 @@ def _replace_block(text: str, block: str, body: str) -> str:
 
 def render_template(text: str) -> str:
     text = _replace_block(text, NAMED_QUERIES_BLOCK, render_named_queries())
+    text = _replace_block(text, CURRENT_VIEWS_BLOCK, render_current_views())
     return _replace_block(text, SUMMARY_QUERY_BLOCK, render_summary_query())
 
 
 def sync_template_sql(template: Path = TEMPLATE_PATH, *, check: bool = False) -> bool:
-    """Bring the generated SQL blocks of the template in line with sql/; True if they differed.
+    """Bring the generated SQL blocks of the template in line with carrental/sql/ and the
+    current views; True if they differed.
 
     With check=True the file is left alone (CI uses it to fail on drift).
     """
-    current = template.read_text(encoding="utf-8")
+    current = repository_file(template).read_text(encoding="utf-8")
     rendered = render_template(current)
     if rendered != current and not check:
         template.write_text(rendered, encoding="utf-8")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 
 from carrental import lake
@@ -31,6 +32,27 @@ from carrental.contracts import DATASETS, RENTAL_TRANSACTIONS
 HISTORY_DATASET = RENTAL_TRANSACTIONS.name
 SNAPSHOT_DATASETS = tuple(name for name in DATASETS if name != HISTORY_DATASET)
 MANIFEST_VERSION = 1
+
+
+# run_inputs.status: a file the run used, or one its gate left out (carrental.spark.jobs).
+USED, HELD_BACK = "used", "held_back"
+
+
+def held_back_report(run_id: str, row: Mapping, version_id: str | None = None) -> dict:
+    """The error report quarantined beside a file a run's gate held back, on both paths;
+    `row` is the file's row of run_inputs."""
+    return {
+        "source": row["source_file"],
+        "dataset": row["dataset"],
+        "verdict": HELD_BACK,
+        "accepted": False,
+        "run_id": run_id,
+        "rows": int(row["rows"]),
+        "rejected_rows": int(row["rejected_rows"]),
+        "sha256": row["content_sha256"],
+        "version_id": version_id,
+        "reason": row["reason"],
+    }
 
 
 class MissingInputs(ValueError):

@@ -22,7 +22,10 @@ Standard library only: imported on Lambda and EMR Serverless.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
+
+from carrental.contracts import DATASETS
 
 # Output tables and the job that writes each (docs/tables.md).
 TABLES: dict[str, str] = {
@@ -67,6 +70,11 @@ MANIFEST_FILE = "manifest.json"
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
+def time_stamp(moment: datetime) -> str:
+    """`moment` in UTC to the second, as run ids and quarantine stamps spell it: 20261201T101500Z."""
+    return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
 def check_run_id(run_id: str) -> str:
     """Run ids become folder names and SQL literals: keep them to a safe alphabet."""
     if not RUN_ID_PATTERN.match(run_id):
@@ -100,6 +108,27 @@ def hadoop_unreadable(path: str) -> str | None:
 
 def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def infer_dataset(path: str, explicit: str | None = None) -> str:
+    """The dataset of a file: `explicit` if given, else the folder after ``raw/``
+    (``raw/<dataset>/…``), else the parent folder's name, else the file name's stem."""
+    known = ", ".join(DATASETS)
+    if explicit is not None:
+        if explicit not in DATASETS:
+            raise ValueError(f"unknown dataset {explicit!r} (known: {known})")
+        return explicit
+    pure = PurePosixPath(path.replace("\\", "/"))
+    folders = pure.parts[:-1]
+    candidates = [folders[i + 1] for i, part in enumerate(folders[:-1]) if part == RAW]
+    candidates += [*folders[-1:], pure.name.split(".")[0]]
+    for name in candidates:
+        if name in DATASETS:
+            return name
+    raise ValueError(
+        f"cannot tell the dataset of {path!r}: pass --dataset, put the file under "
+        f"{RAW}/<dataset>/ or name it <dataset>.csv (known datasets: {known})"
+    )
 
 
 def raw_key(dataset: str, name: str) -> str:

@@ -8,15 +8,14 @@ CSVs. pandas is available on both (the Lambda uses the AWS SDK for pandas layer)
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from pathlib import Path
+from importlib import resources
 
 import pandas as pd
 
-# report file -> SQL file in sql/. summary.csv comes from the workflow's summary query.
+# report file -> SQL file in carrental/sql/. summary.csv comes from the workflow's summary query.
 REPORTS: dict[str, str] = {
     "summary.csv": "summary_report.sql",
     "top_locations.csv": "report_top_locations.sql",
@@ -40,22 +39,12 @@ TWO_DECIMALS = {
 }
 CENT = Decimal("0.01")
 
-REPO_SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
-
-
-def sql_dir() -> Path:
-    """`CARRENTAL_SQL_DIR` (set where sql/ is shipped beside a Lambda), else the repo's sql/."""
-    return Path(os.environ.get("CARRENTAL_SQL_DIR", REPO_SQL_DIR))
+# Package data: the same files in a clone, an installed wheel and the Lambda layer.
+SQL_DIR = resources.files("carrental") / "sql"
 
 
 def load_sql(sql_file: str) -> str:
-    path = sql_dir() / sql_file
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"SQL file {path} not found (set CARRENTAL_SQL_DIR to the folder holding sql/*.sql)"
-        ) from None
+    return (SQL_DIR / sql_file).read_text(encoding="utf-8")
 
 
 # What can hide a "?" that is not a placeholder: a string literal, a quoted name, a comment.

@@ -20,6 +20,7 @@ missing: numpy and pyarrow are imported only by the code that writes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import uuid
@@ -120,8 +121,12 @@ class StagedWriter:
         self.schema = staged_schema(ds)
         folder.mkdir(parents=True, exist_ok=True)
         self._partial = folder / partial_name(os.getpid())
-        # zstd: the staged layer is read by every run, so smaller beats faster to write.
-        self._writer = pq.ParquetWriter(self._partial, self.schema, compression="zstd")
+        try:
+            # zstd: the staged layer is read by every run, so smaller beats faster to write.
+            self._writer = pq.ParquetWriter(self._partial, self.schema, compression="zstd")
+        except BaseException:  # e.g. a full disk refuses even the file's first bytes
+            self._partial.unlink(missing_ok=True)
+            raise
 
     def write(
         self,
@@ -156,5 +161,7 @@ class StagedWriter:
         return target
 
     def discard(self) -> None:
-        self._writer.close()
+        """Drop the partial file (closing it may fail on a full disk: it goes all the same)."""
+        with contextlib.suppress(OSError):
+            self._writer.close()
         self._partial.unlink(missing_ok=True)

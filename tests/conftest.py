@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests never read ../shared: data comes from `carrental generate`."""
+"""Shared fixtures: batches made by `carrental generate`, so that every test's data comes from the
+repository itself."""
 
 from __future__ import annotations
 

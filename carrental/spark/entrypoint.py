@@ -121,15 +121,32 @@ def _headline(exc: Exception) -> str:
     return (informative or lines or [""])[0]
 
 
+class _RunIdOnEveryLine(logging.Filter):
+    """Puts the run id on every log record, so that one search by run id finds a run's whole
+    story in the job's logs (README, "Deploy to AWS")."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.run_id = self.run_id
+        return True
+
+
 def main(job: str, argv: list[str] | None = None) -> int:
     """Run `job`; 0 on success, 1 (after one clear ERROR line, then the traceback) on failure."""
     args = parse_args(job, argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     run_id = args.run_id or args.manifest
+    # until the manifest is read, the run is known by its manifest's URI
+    run_id_filter = _RunIdOnEveryLine(run_id)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s run_id=%(run_id)s: %(message)s")
+    )
+    handler.addFilter(run_id_filter)
+    # a no-op in a process whose logging is set up already (an embedding one)
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     started = time.perf_counter()
     try:
         embedded = SparkSession.getActiveSession() is not None
@@ -137,8 +154,10 @@ def main(job: str, argv: list[str] | None = None) -> int:
         try:
             if args.manifest:
                 manifest = read_manifest(spark, args.manifest)
-                run_id = manifest.run_id
-                source, output = StagedInputs(args.lake, manifest), lake.processed_prefix(args.lake)
+                run_id = run_id_filter.run_id = manifest.run_id
+                # no checked layer: nothing prunes it on S3 (docs/architecture.md, "Check once")
+                source = StagedInputs(args.lake, manifest, keep_checked=False)
+                output = lake.processed_prefix(args.lake)
             else:
                 paths = {
                     "vehicles": args.vehicles,

@@ -34,7 +34,7 @@ from pyspark.sql import types as st
 from carrental import checked as checked_layer
 from carrental import lake
 from carrental.contracts import DATASETS, RENTAL_TRANSACTIONS, Severity
-from carrental.inputs import SNAPSHOT_DATASETS
+from carrental.inputs import HELD_BACK, SNAPSHOT_DATASETS, USED
 from carrental.spark import transforms
 from carrental.spark.io import (
     FILE_INDEX,
@@ -47,7 +47,6 @@ from carrental.spark.io import (
     write_table,
 )
 from carrental.spark.rules import (
-    PRICING_CLASS_COLUMN,
     REJECTED,
     check_dataset,
     raw,
@@ -73,10 +72,9 @@ OUTPUT_COLUMNS = {
         "rental_end_time",
         "pickup_location",
         "total_amount",
-        PRICING_CLASS_COLUMN,
+        "vehicle_type",
     },
 }
-USED, HELD_BACK = checked_layer.USED, checked_layer.HELD_BACK
 # Rows listed per rule in a held-back file's reason (and malformed rows in an error), at most.
 EXAMPLE_ROWS = 5
 MALFORMED_EXAMPLES = 10

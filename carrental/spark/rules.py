@@ -30,12 +30,15 @@ from pyspark.sql import types as st
 
 from carrental import contracts
 from carrental.contracts import (
+    CROSS_DATASET_KINDS,
     HOURLY_RATES,
-    MONEY_PRECISION,
-    MONEY_SCALE,
+    SINGLE_DATASET_KINDS,
+    TEXT_PATTERNS,
+    THROUGH_FOREIGN_KEY_KINDS,
     Dataset,
     LogicalType,
     Rule,
+    RuleKind,
     Severity,
     spark_schema,
 )
@@ -51,20 +54,7 @@ from carrental.staging import raw
 
 REJECTED = "_rejected"  # breaks at least one reject rule
 
-SINGLE_DATASET_KINDS = {"not_null", "format", "allowed", "min_value", "after", "unique"}
-CROSS_DATASET_KINDS = {"exists", "pricing", "not_before", "referenced_flag"}
-# The pricing rule: total_amount = whole hours x HOURLY_RATES[<this column of vehicles>].
-PRICING_DATASET, PRICING_CLASS_COLUMN = "vehicles", "vehicle_type"
 SECONDS_PER_HOUR = 3600
-
-TEXT_PATTERNS = {
-    LogicalType.INT: r"^-?[0-9]{1,10}$",
-    LogicalType.FLAG: r"^[01]$",
-    LogicalType.DOUBLE: r"^-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$",
-    LogicalType.MONEY: (
-        rf"^-?[0-9]{{1,{MONEY_PRECISION - MONEY_SCALE}}}(\.[0-9]{{1,{MONEY_SCALE}}})?$"
-    ),
-}
 
 
 def violation(rule: Rule) -> str:
@@ -112,15 +102,15 @@ def parse(frame: DataFrame, ds: Dataset) -> DataFrame:
 def _row_check(rule: Rule) -> Column:
     """Checks that look at one row only."""
     first = rule.columns[0]
-    if rule.kind == "not_null":
+    if rule.kind is RuleKind.NOT_NULL:
         return F.col(raw(first)).isNull()
-    if rule.kind == "format":
+    if rule.kind is RuleKind.FORMAT:
         return F.col(raw(first)).isNotNull() & F.col(first).isNull()
-    if rule.kind == "allowed":
+    if rule.kind is RuleKind.ALLOWED:
         return F.col(raw(first)).isNotNull() & ~F.col(raw(first)).isin(*rule.values)
-    if rule.kind == "min_value":
+    if rule.kind is RuleKind.MIN_VALUE:
         return F.col(first) < F.lit(rule.minimum)
-    if rule.kind == "after":
+    if rule.kind is RuleKind.AFTER:
         return F.col(rule.columns[1]) <= F.col(first)
     raise ValueError(f"rule {rule.name}: kind {rule.kind!r} is not a row check")
 
@@ -161,16 +151,11 @@ class Lookup:
 
 def lookups(ds: Dataset) -> dict[str, Lookup]:
     """Foreign key column -> the dataset, key and referenced columns its rules need."""
-    found = {r.columns[0]: Lookup(*r.references) for r in ds.rules if r.kind == "exists"}
+    found = {r.columns[0]: Lookup(*r.references) for r in ds.rules if r.kind is RuleKind.EXISTS}
     for rule in ds.rules:
-        if rule.kind == "not_before":
-            foreign_key, (target, attribute) = rule.columns[1], rule.references
-        elif rule.kind == "referenced_flag":
-            foreign_key, (target, attribute) = rule.columns[0], rule.references
-        elif rule.kind == "pricing":
-            foreign_key, target, attribute = rule.columns[3], PRICING_DATASET, PRICING_CLASS_COLUMN
-        else:
+        if rule.kind not in THROUGH_FOREIGN_KEY_KINDS:
             continue
+        foreign_key, (target, attribute) = rule.via, rule.references
         lookup = found.get(foreign_key)
         if lookup is None or lookup.dataset != target:
             raise ValueError(
@@ -195,18 +180,18 @@ def _found(foreign_key: str) -> str:
 
 
 def _cross_dataset_check(rule: Rule) -> Column:
-    if rule.kind == "exists":
+    if rule.kind is RuleKind.EXISTS:
         key = rule.columns[0]
         return F.col(key).isNotNull() & F.col(_found(key)).isNull()
-    if rule.kind == "not_before":
+    if rule.kind is RuleKind.NOT_BEFORE:
         return F.col(rule.columns[0]).cast(st.DateType()) < F.col(rule.references[1])
-    if rule.kind == "referenced_flag":
+    if rule.kind is RuleKind.REFERENCED_FLAG:
         return ~F.col(rule.references[1]).eqNullSafe(1)
-    if rule.kind == "pricing":
-        amount, start, end, _ = rule.columns
+    if rule.kind is RuleKind.PRICING:
+        amount, start, end = rule.columns[:3]
         seconds = rental_seconds(F.col(start), F.col(end))
         rates = F.create_map(*[F.lit(v) for pair in HOURLY_RATES.items() for v in pair])
-        rate = F.try_element_at(rates, F.col(PRICING_CLASS_COLUMN))
+        rate = F.try_element_at(rates, F.col(rule.references[1]))
         whole_hours = F.floor(seconds / SECONDS_PER_HOUR)  # exact: seconds fit a double
         return (seconds % SECONDS_PER_HOUR != 0) | (F.col(amount) != whole_hours * rate)
     raise ValueError(f"rule {rule.name}: kind {rule.kind!r} is not a cross-dataset check")
@@ -281,8 +266,8 @@ def check_dataset(
     unknown = {r.kind for r in ds.rules} - SINGLE_DATASET_KINDS - CROSS_DATASET_KINDS
     if unknown:
         raise ValueError(f"{ds.name}: no Spark check for rule kinds {sorted(unknown)}")
-    row_rules = [r for r in ds.rules if r.single_dataset and r.kind != "unique"]
-    later_rules = [r for r in ds.rules if not r.single_dataset or r.kind == "unique"]
+    row_rules = [r for r in ds.rules if r.single_dataset and r.kind is not RuleKind.UNIQUE]
+    later_rules = [r for r in ds.rules if not r.single_dataset or r.kind is RuleKind.UNIQUE]
     needed = set(keep) | {c for r in later_rules for c in r.columns}
     flagged = (
         parsed.withColumns(
@@ -303,7 +288,7 @@ def check_dataset(
         {
             violation(r): F.coalesce(_unique_check(r, earlier is not None), F.lit(False))
             for r in ds.rules
-            if r.kind == "unique"
+            if r.kind is RuleKind.UNIQUE
         }
     )
     if any(not r.single_dataset for r in ds.rules):

@@ -25,7 +25,6 @@ from carrental.contracts import (
 )
 from carrental.spark.io import ROW_NUMBER, SOURCE_FILE
 from carrental.spark.rules import (
-    PRICING_CLASS_COLUMN,
     REJECTED,
     SECONDS_PER_HOUR,
     raw,
@@ -50,7 +49,7 @@ def valid_rentals(checked_rentals: DataFrame) -> DataFrame:
         "rental_start_time",
         "pickup_location",
         "total_amount",
-        PRICING_CLASS_COLUMN,
+        "vehicle_type",
         rental_seconds(F.col("rental_start_time"), F.col("rental_end_time")).alias(RENTAL_SECONDS),
     )
 
@@ -65,8 +64,8 @@ def valid_rentals(checked_rentals: DataFrame) -> DataFrame:
 AGGREGATE_PART = "part"
 AGGREGATE_KEYS: dict[str, tuple[str, ...]] = {
     "location": ("pickup_location",),
-    "vehicle_type": (PRICING_CLASS_COLUMN,),
-    "location_type": ("pickup_location", PRICING_CLASS_COLUMN),
+    "vehicle_type": ("vehicle_type",),
+    "location_type": ("pickup_location", "vehicle_type"),
     "user": ("user_id",),
     "date": ("rental_date",),
     "summary": (),
@@ -86,7 +85,7 @@ AVERAGE = st.DecimalType(MONEY_PRECISION + 4, MONEY_SCALE + 4)
 _COUNT = st.DecimalType(20, 0)
 _KEYS = {
     "pickup_location": st.IntegerType(),
-    PRICING_CLASS_COLUMN: st.StringType(),
+    "vehicle_type": st.StringType(),
     "user_id": st.StringType(),
     "rental_date": st.DateType(),
 }
@@ -279,7 +278,7 @@ def location_performance_of(aggregates: DataFrame, locations: DataFrame) -> Data
 def vehicle_type_performance_of(aggregates: DataFrame) -> DataFrame:
     """One row per vehicle_type with at least one valid rental."""
     return _of(aggregates, "vehicle_type").select(
-        PRICING_CLASS_COLUMN,
+        "vehicle_type",
         *_amounts("total_revenue"),
         F.col(VEHICLES).alias("unique_vehicles"),
         *_hours(),
@@ -290,7 +289,7 @@ def location_vehicle_type_performance_of(aggregates: DataFrame) -> DataFrame:
     """One row per (pickup location, vehicle_type) with at least one valid rental."""
     return _of(aggregates, "location_type").select(
         F.col("pickup_location").alias("location_id"),
-        PRICING_CLASS_COLUMN,
+        "vehicle_type",
         F.col("rentals").alias("rental_count"),
         F.col("revenue").alias("total_revenue"),
         _avg_hours(F.col("seconds"), F.col("rentals")).alias("avg_rental_hours"),

@@ -17,14 +17,8 @@ and in `carrental validate`. It checks a file against its dataset contract
 Imported on AWS Lambda and EMR: pyarrow and numpy only (no duckdb, sqlglot or rich).
 """
 
-from carrental.validation.core import (
-    BLOCK_SIZE,
-    DEFAULT_REJECT_THRESHOLD,
-    infer_dataset,
-    quarantine_names,
-    validate_path,
-    validate_stream,
-)
+from carrental.validation.core import DEFAULT_REJECT_THRESHOLD, validate_path, validate_stream
+from carrental.validation.rows import BLOCK_SIZE
 from carrental.validation.verdict import MAX_EXAMPLES, Example, FileVerdict, Problem
 
 __all__ = [
@@ -34,8 +28,6 @@ __all__ = [
     "Example",
     "FileVerdict",
     "Problem",
-    "infer_dataset",
-    "quarantine_names",
     "validate_path",
     "validate_stream",
 ]

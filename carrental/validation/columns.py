@@ -23,12 +23,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from carrental.contracts import MONEY_PRECISION, MONEY_SCALE, Column, LogicalType
+from carrental.contracts import INT_RANGE, MONEY_SCALE, TEXT_PATTERNS, Column, LogicalType
 
-_INT32 = (-(2**31), 2**31 - 1)
-_INT_MAX_DIGITS = 10
-_DOUBLE_TEXT = r"^-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
-_MONEY_TEXT = rf"^-?[0-9]{{1,{MONEY_PRECISION - MONEY_SCALE}}}(\.[0-9]{{1,{MONEY_SCALE}}})?$"
+# The digits of TEXT_PATTERNS[INT], which _is_integer checks without a regular expression.
+_INT_MAX_DIGITS = len(str(INT_RANGE[1]))
 
 # Spark datetime pattern letters the contracts use -> (field, width).
 _DATETIME_FIELDS = {
@@ -102,22 +100,22 @@ def parse(values: pa.StringArray, column: Column) -> Parsed:
             raise ValueError(f"{column.name}: a {kind} column needs a pattern")
         return parse_datetime(values, layout_of(column.pattern))
     if kind is LogicalType.FLAG:
-        valid = pc.is_in(values, value_set=pa.array(["0", "1"])).to_numpy(zero_copy_only=False)
+        valid = _matches(values, TEXT_PATTERNS[LogicalType.FLAG])
         return Parsed(
             kind, valid, pc.equal(values, "1").to_numpy(zero_copy_only=False).astype(np.int64)
         )
     if kind is LogicalType.INT:
         valid = _is_integer(values)
         numbers = _cast_where(values, valid, "0", pa.int64()).to_numpy()
-        valid &= (numbers >= _INT32[0]) & (numbers <= _INT32[1])
+        valid &= (numbers >= INT_RANGE[0]) & (numbers <= INT_RANGE[1])
         return Parsed(kind, valid, numbers)
     if kind is LogicalType.DOUBLE:
-        valid = _matches(values, _DOUBLE_TEXT)
+        valid = _matches(values, TEXT_PATTERNS[LogicalType.DOUBLE])
         numbers = _cast_where(values, valid, "0", pa.float64()).to_numpy()
         valid &= np.isfinite(numbers)
         return Parsed(kind, valid, numbers)
     if kind is LogicalType.MONEY:
-        valid = _matches(values, _MONEY_TEXT)
+        valid = _matches(values, TEXT_PATTERNS[LogicalType.MONEY])
         # At most MONEY_PRECISION (< 16) digits: the float64 parse, scaled and rounded, is the
         # exact amount in cents (faster than a decimal cast, and plain numpy afterwards).
         amounts = _cast_where(values, valid, "0", pa.float64()).to_numpy()

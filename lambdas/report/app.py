@@ -2,10 +2,10 @@
 
 Called by the state machine's WriteReport state with
 `{"run_id": ..., "bucket": ..., "summary_query_execution_id": ...}` once the Athena summary query
-(sql/summary_report.sql) has succeeded. It reads that query's results by execution id, runs the
-other report queries of `carrental.report.REPORTS` (the sql/ files packaged beside this handler,
-found through CARRENTAL_SQL_DIR), shapes every result with the formatting `carrental run` uses and
-writes the same CSV files, then the same report.html (carrental.report_html). Returns
+(carrental/sql/summary_report.sql) has succeeded. It reads that query's results by execution id,
+runs the other report queries of `carrental.report.REPORTS` (carrental/sql/, package data of the
+carrental layer), shapes every result with the formatting `carrental run` uses and writes the
+same CSV files, then the same report.html (carrental.report_html). Returns
 `{"bucket": ..., "keys": [...]}`: the CSVs in REPORTS order, then the page.
 
 A report is all of its files or none of this invocation's: every result is read before the
@@ -15,6 +15,8 @@ midway deletes the files this invocation already wrote. The error reaches the wo
 which alerts and fails the run.
 
 Needs carrental (layer), awswrangler/pandas (AWS SDK for pandas layer), Powertools (layer).
+Every log line carries the run id as the correlation id; the function counts the reports it
+writes (ReportsWritten) in the stack's metrics namespace.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import os
 import awswrangler as wr
 import boto3
 import pandas as pd
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from carrental.lake import check_run_id, report_prefix
@@ -36,6 +39,7 @@ EVENT_FIELDS = ("run_id", "bucket", "summary_query_execution_id")
 
 logger = Logger()
 tracer = Tracer()
+metrics = Metrics()
 
 
 def athena_parameters(sql: str, run_id: str) -> list[str]:
@@ -47,6 +51,7 @@ class ReportQueryFailed(RuntimeError):
     """A report query ended FAILED or CANCELLED; no file of the report was written."""
 
 
+@tracer.capture_method
 def write_report(
     run_id: str,
     bucket: str,
@@ -106,6 +111,9 @@ def write_report(
     return [path.removeprefix(f"{root}/") for path in [*paths, page_path]]
 
 
+# The reports' frames stay out of the trace:
+# https://docs.powertools.aws.dev/lambda/python/latest/core/tracer/#disabling-response-auto-capture
+@tracer.capture_method(capture_response=False)
 def read_results(
     execution_ids: dict[str, str], boto3_session: boto3.Session | None
 ) -> dict[str, pd.DataFrame]:
@@ -133,8 +141,9 @@ def parse_event(event: dict) -> dict[str, str]:
     return {field: str(event[field]) for field in EVENT_FIELDS}
 
 
-@logger.inject_lambda_context(log_event=True)
+@logger.inject_lambda_context(log_event=True, clear_state=True, correlation_id_path="run_id")
 @tracer.capture_lambda_handler
+@metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     request = parse_event(event)
     keys = write_report(
@@ -142,4 +151,5 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
         database=os.environ["GLUE_DATABASE"],
         workgroup=os.environ["ATHENA_WORKGROUP"],
     )
+    metrics.add_metric(name="ReportsWritten", unit=MetricUnit.Count, value=1)
     return {"bucket": request["bucket"], "keys": keys}

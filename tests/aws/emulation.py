@@ -1,8 +1,9 @@
 """Virtual environments that hold only what a cloud runtime has, for the emulation tests.
 
 EMR Serverless runs the Spark jobs on its own Spark with nothing of ours installed; Lambda runs
-the handlers with the managed layers' packages only. Each emulation test runs our shipped code in
-such an environment, from a folder outside the repository, so that an import that works only
+the handlers with the managed layers' packages only; a user runs `pip install .`'s wheel
+(tests/local/test_installed_package.py). Each emulation test runs our shipped code in such an
+environment, from a folder outside the repository, so that an import or a file that works only
 because the repository is at hand fails here as it would there.
 
 An environment is created once per machine and requirement set and reused: under
@@ -23,6 +24,9 @@ import tomllib
 from pathlib import Path
 
 from tests.aws.template import REPO_ROOT
+
+# A JVM that lives seconds spends more CPU in the optimising JIT than it saves.
+QUICK_JVM = "-XX:TieredStopAtLevel=1"
 
 # emr-spark-8.0.0 runs Spark 4.0.2 ("Spark 4.0.2-amzn-0"):
 # https://docs.aws.amazon.com/emr/latest/EMR-Serverless-UserGuide/release-version-emr-spark-8.0.0.html

@@ -21,10 +21,14 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
-class Context:
+class LambdaContext:
+    """What the handlers and Powertools' Logger read of the Lambda context object
+    (https://docs.aws.amazon.com/lambda/latest/dg/python-context.html). The one double of it:
+    the in-process tests (tests/aws/conftest.py) pass it too."""
+
     function_name: str
+    aws_request_id: str = "test-request"
     memory_limit_in_mb: int = 1024
-    aws_request_id: str = "emulated-request"
 
     @property
     def invoked_function_arn(self) -> str:
@@ -43,7 +47,7 @@ def main(request_file: str) -> None:
     results = []
     for event in request["events"]:
         try:
-            results.append({"result": handler(event, Context(request["function_name"]))})
+            results.append({"result": handler(event, LambdaContext(request["function_name"]))})
         except Exception as exc:
             results.append({"errorType": type(exc).__name__, "errorMessage": str(exc)})
     loaded = {name: getattr(sys.modules.get(name), "__file__", None) for name in request["probe"]}

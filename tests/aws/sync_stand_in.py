@@ -4,16 +4,17 @@ moto executes state machines but does not implement the `.sync` integrations of 
 (`startJobRun.sync`) and Athena (`startQueryExecution.sync`): such an execution ends in
 States.Runtime, which no Catch can catch. So, for the tests only:
 
-1. `rewrite_for_moto` turns those Task states, and the Report Lambda's `lambda:invoke`, into
-   `sqs:sendMessage.waitForTaskToken` tasks. Each message carries the state name and the
+1. `rewrite_for_moto` turns those Task states, and the functions' `lambda:invoke` (Report,
+   PublishRun), into `sqs:sendMessage.waitForTaskToken` tasks. Each message carries the state name and the
    parameters the engine evaluated from the real definition; Retry, Catch, ResultSelector and
    ResultPath are kept as they are.
 2. `StandIn` plays the services behind those tasks, like a `.sync` poller would: it calls moto's
    EMR Serverless `start_job_run` (parameter names and shapes are checked by botocore) and
    `get_job_run`, moto's Athena `start_query_execution` and `get_query_execution`, and the
-   real Report handler in-process, then reports success or failure with SendTaskSuccess or
+   real function handlers in-process, then reports success or failure with SendTaskSuccess or
    SendTaskFailure. A test scripts which attempts of which states fail, with which error (moto
-   never fails a job or query); an error the Report handler raises fails its task the way
+   never fails a job or query), and what a Spark job leaves behind (`before_success`: EMR does
+   not run here, so no job writes its tables); an error a handler raises fails its task the way
    Lambda reports an unhandled error.
 3. `correct_moto_crawl_status`: moto's GetCrawler shows the current crawl as LastCrawl, with
    crawl states (RUNNING, COMPLETED, STOPPED); Glue shows the latest finished crawl with
@@ -196,10 +197,11 @@ class StandIn:
     `failures` scripts what the service answers: state name -> an error name (every attempt
     fails with it) or a list of error names (the first attempts fail with them in turn, later
     ones are served). A failing attempt is not served: the call never reached the service.
-    A Report handler that raises fails its task the way Lambda reports an unhandled error."""
+    `functions` maps each function ARN the workflow invokes to its handler; a handler that
+    raises fails its task the way Lambda reports an unhandled error."""
 
     queue_url: str
-    report_handler: Callable[[dict], dict]
+    functions: Mapping[str, Callable[[dict], dict]]
     failures: Mapping[str, str | Sequence[str]] = field(default_factory=dict)
     on_tick: Callable[[], None] = lambda: None
     before_success: Callable[[str], None] = lambda state: None
@@ -275,7 +277,7 @@ class StandIn:
 
     def _invoke(self, params: dict[str, Any]) -> dict[str, Any]:
         try:
-            payload = self.report_handler(params["Payload"])
+            payload = self.functions[params["FunctionName"]](params["Payload"])
         except Exception as exc:
             raise FunctionError(exc) from exc
         return {"StatusCode": 200, "Payload": payload}

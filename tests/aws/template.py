@@ -88,6 +88,14 @@ def _lookup(names: Mapping[str, Any], name: str) -> Any:
     return names[name]
 
 
+def function_environment(
+    template: Mapping[str, Any], function: str, names: Mapping[str, Any]
+) -> dict[str, str]:
+    """The environment variables the stack gives `function`, `names` resolving its references."""
+    variables = template["Resources"][function]["Properties"]["Environment"]["Variables"]
+    return {name: str(value) for name, value in resolve(variables, names).items()}
+
+
 def definition_substitutions(template: Mapping[str, Any]) -> dict[str, Any]:
     return template["Resources"][STATE_MACHINE]["Properties"]["DefinitionSubstitutions"]
 
@@ -103,12 +111,20 @@ def render_definition(substitutions: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(text)
 
 
+def nested_machines(state: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The state machines inside a state: a Parallel's branches, a Map's item processor."""
+    return [
+        *state.get("Branches", []),
+        *([state["ItemProcessor"]] if "ItemProcessor" in state else []),
+    ]
+
+
 def iter_states(definition: Mapping[str, Any], path: str = ""):
-    """(path, name, state) for every state, inside Parallel branches too."""
+    """(path, name, state) for every state, inside Parallel branches and Map processors too."""
     for name, state in definition["States"].items():
         yield path, name, state
-        for index, branch in enumerate(state.get("Branches", [])):
-            yield from iter_states(branch, f"{path}{name}[{index}]/")
+        for index, machine in enumerate(nested_machines(state)):
+            yield from iter_states(machine, f"{path}{name}[{index}]/")
 
 
 ACCOUNT = "123456789012"
@@ -158,12 +174,22 @@ def example_names(template: Mapping[str, Any], stack: str = "carrental-test") ->
         "emr-serverless", f"/applications/{names['SparkApplication']}"
     )
     names["AlertTopic"] = arn.format("sns", f"{stack}-AlertTopic")
-    names["BatchTable.Arn"] = arn.format("dynamodb", f"table/{stack}-BatchTable")
-    names["UploadEventsDeadLetterQueue.Arn"] = arn.format("sqs", f"{stack}-dead-letters")
-    names["UploadEventsRule.Arn"] = arn.format("events", f"rule/{stack}-uploads")
+    names["LedgerTable"] = f"{stack}-LedgerTable"
+    names["LedgerTable.Arn"] = arn.format("dynamodb", f"table/{names['LedgerTable']}")
+    for logical_id, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::SQS::Queue":
+            names[f"{logical_id}.QueueName"] = f"{stack}-{logical_id}"
+            names[f"{logical_id}.Arn"] = arn.format("sqs", names[f"{logical_id}.QueueName"])
+            names[logical_id] = (
+                f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{names[f'{logical_id}.QueueName']}"
+            )
+        elif resource["Type"] == "AWS::Events::Rule":
+            names[f"{logical_id}.Arn"] = arn.format("events", f"rule/{stack}-{logical_id}")
+    names["CarRentalPipeline.Name"] = resolve(
+        template["Resources"][STATE_MACHINE]["Properties"]["Name"], names
+    )
     names["CarRentalPipeline"] = arn.format(
-        "states",
-        f"stateMachine:{resolve(template['Resources'][STATE_MACHINE]['Properties']['Name'], names)}",
+        "states", f"stateMachine:{names['CarRentalPipeline.Name']}"
     )
     return names
 
@@ -177,3 +203,28 @@ def role_statements(template: Mapping[str, Any], role: str, names: Mapping[str, 
         for statement in policy["PolicyDocument"]["Statement"]
         if statement["Effect"] == "Allow"
     ]
+
+
+def dashboard_widgets(template: Mapping[str, Any], names: Mapping[str, Any]) -> list[dict]:
+    """The operations dashboard's widgets, the body's ${...} resolved with `names`."""
+    body = template["Resources"]["OperationsDashboard"]["Properties"]["DashboardBody"]
+    return json.loads(resolve(body, names))["widgets"]
+
+
+def dashboard_metrics(template: Mapping[str, Any]) -> list[tuple[str, str, str | None]]:
+    """(namespace, metric name, service dimension or None) of every metric the dashboard shows:
+    a metric array ([namespace, name, dimension, value, ...]) or a SEARCH expression."""
+    names = example_names(template)
+    shown = []
+    for widget in dashboard_widgets(template, names):
+        for metric in widget["properties"].get("metrics", []):
+            if "expression" in metric[0]:
+                expression = metric[0]["expression"]
+                (name,) = re.findall(r'MetricName="(\w+)"', expression)
+                namespace = re.search(r"SEARCH\('\{?([\w/]+)", expression)[1]
+                shown.append((namespace, name, None))
+            else:
+                namespace, name, *dimensions = [m for m in metric if isinstance(m, str)]
+                service = dimensions[1] if dimensions[:1] == ["service"] else None
+                shown.append((namespace, name, service))
+    return shown

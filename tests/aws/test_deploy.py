@@ -12,6 +12,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from carrental import report
 from carrental.cli import main
 from carrental.deploy import (
     DeployError,
@@ -157,7 +158,7 @@ def test_the_template_follows_an_edited_query(tmp_path, monkeypatch) -> None:
     template = tmp_path / "template.yaml"
     shutil.copy(TEMPLATE_PATH, template)
     sql_dir = tmp_path / "sql"
-    shutil.copytree(REPO_ROOT / "sql", sql_dir)
+    shutil.copytree(REPO_ROOT / "carrental" / "sql", sql_dir)
     summary_file = REPORTS["summary.csv"]
     edited = load_sql(summary_file).replace(
         "SELECT metric, value, value_type\nFROM metrics",
@@ -165,7 +166,7 @@ def test_the_template_follows_an_edited_query(tmp_path, monkeypatch) -> None:
     )
     assert edited != load_sql(summary_file)
     (sql_dir / summary_file).write_text(edited, encoding="utf-8")
-    monkeypatch.setenv("CARRENTAL_SQL_DIR", str(sql_dir))
+    monkeypatch.setattr(report, "SQL_DIR", sql_dir)
     before = template.read_text()
 
     assert sync_template_sql(template, check=True) is True

@@ -16,9 +16,10 @@ proves"): service-side calls that no documentation lists would not show here.
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any
 from urllib.parse import unquote
@@ -27,10 +28,18 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from carrental import lake
+from carrental.aws.ledger import Arrival, Ledger
 from carrental.contracts import DATASETS
+from carrental.inputs import InputFile
 from carrental.lake import TABLES
+from carrental.publishing import PUBLISHED_RUNS_TABLE, view_sql
 from carrental.report import REPORTS, load_sql
 from tests.aws.asl import render
+from tests.aws.conftest import use_environment
+from tests.aws.daily import Clock, create_daily_stack, table_properties
+from tests.aws.job_outputs import put_run_inputs
+from tests.aws.lambda_runtime import LambdaContext
 from tests.aws.report_data import queue_athena_results, report_results
 from tests.aws.sync_stand_in import athena_applies_the_workgroup_output_location
 from tests.aws.template import (
@@ -39,6 +48,7 @@ from tests.aws.template import (
     REPO_ROOT,
     definition_substitutions,
     example_names,
+    function_environment,
     iter_states,
     load_template,
     render_definition,
@@ -70,6 +80,20 @@ EMR_RUNTIME_ROLE = (
     "https://docs.aws.amazon.com/emr/latest/EMR-Serverless-UserGuide/security-iam-runtime-role.html"
 )
 EMR_LOGGING = "https://docs.aws.amazon.com/emr/latest/EMR-Serverless-UserGuide/logging.html"
+DYNAMODB = "https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/api-permissions-reference.html"
+SQS_KMS = "https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-key-management.html"
+SQS_SEND = (
+    "https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html"
+)
+LAMBDA_SQS = "https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-configure.html"
+LAMBDA_DLQ = "https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-retain-records.html"
+SFN_API = "https://docs.aws.amazon.com/step-functions/latest/apireference/API_{}.html"
+SNS_PUBLISH = "https://docs.aws.amazon.com/sns/latest/api/API_Publish.html"
+MULTIPART = (
+    "https://docs.aws.amazon.com/AmazonS3/latest/userguide/mpuoverview.html#mpuAndPermissions"
+)
+RUN = "20261201T080000Z"
+EXECUTION = f"{NAMES['CarRentalPipeline'].replace(':stateMachine:', ':execution:')}:{RUN}"
 
 
 CRAWLER_CATALOG_ACTIONS = (
@@ -81,6 +105,9 @@ CRAWLER_CATALOG_ACTIONS = (
     "BatchGetPartition",
     "GetPartitions",
     "BatchUpdatePartition",
+    # DeleteBehavior DELETE_FROM_DATABASE: the partitions of removed runs
+    "BatchDeletePartition",
+    "DeletePartition",
 )
 LOG_DELIVERY_ACTIONS = (
     "CreateLogDelivery",
@@ -106,7 +133,8 @@ class Call:
 def _athena_caller(principal: str) -> list[Call]:
     """Athena runs a query with its caller's permissions: the workgroup, the Glue catalog, the
     data in S3 and the results location."""
-    tables = [f"{CATALOG}:table/{DATABASE}/{table}" for table in TABLES]
+    tables = [f"{CATALOG}:table/{DATABASE}/{lake.RUNS_TABLE_PREFIX}{table}" for table in TABLES]
+    tables += [f"{CATALOG}:table/{DATABASE}/{PUBLISHED_RUNS_TABLE}"]
     return [
         *[
             Call(principal, f"athena:{a}", WORKGROUP_ARN, ATHENA_WORKGROUP)
@@ -188,8 +216,8 @@ def _spark_jobs() -> list[Call]:
         Call(role, "s3:ListBucket", LAKE_ARN, S3_API.format("HeadObject")),
         Call(role, "s3:GetBucketLocation", LAKE_ARN, EMR_RUNTIME_ROLE),
     ]
-    for dataset in DATASETS:
-        key = f"raw/{dataset}/{dataset}.csv"
+    # the run's manifest and the staged files it lists, never the raw uploads
+    for key in [lake.manifest_key(RUN), *(lake.staged_key(d, "0" * 64) for d in DATASETS)]:
         calls.append(Call(role, "s3:GetObject", f"{LAKE_ARN}/{key}", EMR_RUNTIME_ROLE))
         calls.append(Call(role, "s3:ListBucket", LAKE_ARN, EMR_RUNTIME_ROLE, {"s3:prefix": key}))
     for table in TABLES:
@@ -239,7 +267,7 @@ def _crawlers() -> list[Call]:
             "S3Targets"
         ]:
             prefix = target["Path"].removeprefix(f"s3://{LAKE}/")
-            table = prefix.strip("/").rsplit("/", 1)[-1]
+            table = lake.RUNS_TABLE_PREFIX + prefix.strip("/").rsplit("/", 1)[-1]
             calls += [
                 Call(
                     role,
@@ -261,59 +289,153 @@ def _crawlers() -> list[Call]:
     return calls
 
 
+def _kms(role: str, doc: str) -> list[Call]:
+    return [Call(role, f"kms:{a}", KEY, doc) for a in ("GenerateDataKey", "Decrypt")]
+
+
+def _ledger(role: str, *actions: str) -> list[Call]:
+    return [Call(role, f"dynamodb:{a}", NAMES["LedgerTable.Arn"], DYNAMODB) for a in actions]
+
+
 def _validate_upload() -> list[Call]:
     role = "ValidateUploadRole"
     upload = f"{LAKE_ARN}/raw/users/users.csv"
-    quarantined = f"{LAKE_ARN}/quarantine/users/users.csv"
-    multipart = (
-        "https://docs.aws.amazon.com/AmazonS3/latest/userguide/mpuoverview.html#mpuAndPermissions"
-    )
-    dynamodb = "https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/api-permissions-reference.html"
+    staged = f"{LAKE_ARN}/{lake.staged_key('users', '0' * 64)}"
+    quarantined = f"{LAKE_ARN}/quarantine/users/20261201T080000Z-v1-users.csv"
     return [
+        # the event's version (GetObject with VersionId), or the object when it has none
+        Call(role, "s3:GetObjectVersion", upload, S3_API.format("GetObject")),
         Call(role, "s3:GetObject", upload, S3_API.format("GetObject")),
         Call(role, "s3:ListBucket", LAKE_ARN, S3_API.format("GetObject")),  # 404, not 403
-        # s3.copy: HeadObject + CopyObject (source GetObject, target PutObject), or multipart
-        Call(role, "s3:GetObject", upload, S3_API.format("CopyObject")),
+        # is this content staged, is this rejection quarantined (HeadObject)
+        Call(role, "s3:GetObject", staged, S3_API.format("HeadObject")),
+        Call(role, "s3:GetObject", f"{quarantined}.errors.json", S3_API.format("HeadObject")),
+        # upload_file: PutObject, or a multipart upload for a large file
+        Call(role, "s3:PutObject", staged, S3_API.format("PutObject")),
+        Call(role, "s3:AbortMultipartUpload", staged, MULTIPART),
+        # s3.copy of a version: CopyObject (source GetObjectVersion, target PutObject), or multipart
+        Call(role, "s3:GetObjectVersion", upload, S3_API.format("CopyObject")),
         Call(role, "s3:PutObject", quarantined, S3_API.format("CopyObject")),
-        Call(role, "s3:AbortMultipartUpload", quarantined, multipart),
+        Call(role, "s3:AbortMultipartUpload", quarantined, MULTIPART),
         Call(role, "s3:PutObject", f"{quarantined}.errors.json", S3_API.format("PutObject")),
+        *_ledger(role, "GetItem", "PutItem", "DeleteItem", "UpdateItem", "Query"),
+        Call(role, "sqs:SendMessage", NAMES["RunRequestQueue.Arn"], SQS_SEND),
+        *_kms(role, SQS_KMS),
+        Call(role, "sns:Publish", NAMES["AlertTopic"], SNS_PUBLISH),
+        *_kms(role, SNS_KMS),
+        Call(role, "sqs:SendMessage", NAMES["UploadEventsDeadLetterQueue.Arn"], LAMBDA_DLQ),
+        *_lambda_basics(role, "ValidateUploadLogGroup"),
+    ]
+
+
+def _run_scheduler_start() -> list[Call]:
+    role = "RunSchedulerStartRole"
+    queue = NAMES["RunRequestQueue.Arn"]
+    return [
+        # what Lambda's poller does with the function's role
         *[
-            Call(role, f"dynamodb:{a}", NAMES["BatchTable.Arn"], dynamodb)
-            for a in (
-                "UpdateItem",
-                "GetItem",
-                "Query",
-                "ConditionCheckItem",
-                "DeleteItem",
-                "PutItem",
-            )
+            Call(role, f"sqs:{a}", queue, LAMBDA_SQS)
+            for a in ("ReceiveMessage", "DeleteMessage", "GetQueueAttributes")
         ],
+        Call(role, "sqs:SendMessage", queue, SQS_SEND),
+        *_kms(role, SQS_KMS),
+        *_ledger(role, "GetItem", "Query", "UpdateItem"),
+        Call(
+            role, "s3:PutObject", f"{LAKE_ARN}/{lake.manifest_key(RUN)}", S3_API.format("PutObject")
+        ),
         Call(
             role,
             "states:StartExecution",
             NAMES["CarRentalPipeline"],
-            "https://docs.aws.amazon.com/step-functions/latest/apireference/API_StartExecution.html",
+            SFN_API.format("StartExecution"),
+        ),
+        Call(role, "states:DescribeExecution", EXECUTION, SFN_API.format("DescribeExecution")),
+        *_lambda_basics(role, "RunSchedulerLogGroup"),
+    ]
+
+
+def _run_scheduler_finish() -> list[Call]:
+    role = "RunSchedulerFinishRole"
+    return [
+        *_ledger(role, "GetItem", "UpdateItem"),
+        Call(role, "states:DescribeExecution", EXECUTION, SFN_API.format("DescribeExecution")),
+        Call(
+            role, "s3:GetObject", f"{LAKE_ARN}/{lake.PUBLISHED_RECORD}", S3_API.format("GetObject")
+        ),
+        Call(role, "s3:ListBucket", LAKE_ARN, S3_API.format("GetObject")),  # 404, not 403
+        *[
+            Call(role, "s3:ListBucket", LAKE_ARN, S3_API.format("ListObjectsV2"), {"s3:prefix": p})
+            for p in (f"processed/run_inputs/run_id={RUN}/", f"reports/{RUN}/")
+        ],
+        *[
+            Call(role, "s3:DeleteObject", f"{LAKE_ARN}/{key}", S3_API.format("DeleteObjects"))
+            for key in (
+                f"processed/run_inputs/run_id={RUN}/part-0.parquet",
+                f"reports/{RUN}/summary.csv",
+            )
+        ],
+        Call(role, "sqs:SendMessage", NAMES["RunRequestQueue.Arn"], SQS_SEND),
+        *_kms(role, SQS_KMS),
+        Call(role, "sqs:SendMessage", NAMES["RunEndEventsDeadLetterQueue.Arn"], LAMBDA_DLQ),
+        *_lambda_basics(role, "RunSchedulerLogGroup"),
+    ]
+
+
+def _publish_run() -> list[Call]:
+    role = "PublishRunRole"
+    held_back = f"{LAKE_ARN}/raw/rental_transactions/day-2.csv"
+    quarantined = f"{LAKE_ARN}/quarantine/rental_transactions/{RUN}-day-2.csv"
+    return [
+        Call(
+            role, "s3:GetObject", f"{LAKE_ARN}/{lake.manifest_key(RUN)}", S3_API.format("GetObject")
+        ),
+        # awswrangler lists the run_inputs folder and reads its Parquet files
+        Call(
+            role,
+            "s3:ListBucket",
+            LAKE_ARN,
+            S3_API.format("ListObjectsV2"),
+            {"s3:prefix": f"processed/run_inputs/run_id={RUN}/"},
         ),
         Call(
             role,
-            "sns:Publish",
-            NAMES["AlertTopic"],
-            "https://docs.aws.amazon.com/sns/latest/api/API_Publish.html",
+            "s3:GetObject",
+            f"{LAKE_ARN}/processed/run_inputs/run_id={RUN}/part-0.parquet",
+            S3_API.format("GetObject"),
         ),
-        *[Call(role, f"kms:{a}", KEY, SNS_KMS) for a in ("GenerateDataKey", "Decrypt")],
+        Call(role, "s3:GetObject", f"{quarantined}.errors.json", S3_API.format("HeadObject")),
+        Call(role, "s3:ListBucket", LAKE_ARN, S3_API.format("HeadObject")),  # 404, not 403
+        Call(role, "s3:GetObjectVersion", held_back, S3_API.format("CopyObject")),
+        Call(role, "s3:PutObject", quarantined, S3_API.format("CopyObject")),
+        Call(role, "s3:AbortMultipartUpload", quarantined, MULTIPART),
+        Call(role, "s3:PutObject", f"{quarantined}.errors.json", S3_API.format("PutObject")),
         Call(
-            role,
-            "sqs:SendMessage",
-            NAMES["UploadEventsDeadLetterQueue.Arn"],
-            "https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-retain-records.html",
+            role, "s3:GetObject", f"{LAKE_ARN}/{lake.PUBLISHED_RECORD}", S3_API.format("GetObject")
         ),
-        *_lambda_basics(role, "ValidateUploadLogGroup"),
+        Call(
+            role, "s3:PutObject", f"{LAKE_ARN}/{lake.PUBLISHED_RECORD}", S3_API.format("PutObject")
+        ),
+        *[
+            Call(role, "s3:ListBucket", LAKE_ARN, S3_API.format("ListObjectsV2"), {"s3:prefix": p})
+            for p in ("processed/business_summary/", "reports/")
+        ],
+        *[
+            Call(role, "s3:DeleteObject", f"{LAKE_ARN}/{key}", S3_API.format("DeleteObjects"))
+            for key in (
+                f"processed/business_summary/run_id={RUN}/part-0.parquet",
+                f"reports/{RUN}/summary.csv",
+            )
+        ],
+        *_ledger(role, "DeleteItem", "UpdateItem"),
+        Call(role, "sns:Publish", NAMES["AlertTopic"], SNS_PUBLISH),
+        *_kms(role, SNS_KMS),
+        *_lambda_basics(role, "PublishRunLogGroup"),
     ]
 
 
 def _report() -> list[Call]:
     role = "ReportRole"
-    report = f"{LAKE_ARN}/reports/batch-1/summary.csv"
+    report = f"{LAKE_ARN}/reports/{RUN}/summary.csv"
     return [
         *_athena_caller(role),
         # awswrangler reads the workgroup's settings before it starts a query, and each
@@ -326,7 +448,15 @@ def _report() -> list[Call]:
     ]
 
 
-CALLS = [*_validate_upload(), *_report(), *_spark_jobs(), *_crawlers()]
+CALLS = [
+    *_validate_upload(),
+    *_run_scheduler_start(),
+    *_run_scheduler_finish(),
+    *_publish_run(),
+    *_report(),
+    *_spark_jobs(),
+    *_crawlers(),
+]
 
 SFN_IAM = "https://docs.aws.amazon.com/step-functions/latest/dg/{}-iam.html"
 
@@ -354,8 +484,14 @@ def _emr_task(params: dict) -> list[tuple[str, str, dict]]:
 
 
 def _athena_task(params: dict) -> list[tuple[str, str, dict]]:
+    """A query's needs; a CREATE OR REPLACE VIEW also creates or updates the view's table."""
     assert params["WorkGroup"] == NAMES["AthenaWorkGroup"]
-    return [(c.action, c.resource, c.context) for c in _athena_caller("StateMachineRole")]
+    needs = [(c.action, c.resource, c.context) for c in _athena_caller("StateMachineRole")]
+    view = re.match(r"CREATE OR REPLACE VIEW (\w+) ", params["QueryString"])
+    if view:
+        table = f"{CATALOG}:table/{DATABASE}/{view[1]}"
+        needs += [(f"glue:{a}", table, {}) for a in ("CreateTable", "UpdateTable")]
+    return needs
 
 
 def _glue_task(action: str) -> Callable[[dict], list[tuple[str, str, dict]]]:
@@ -456,11 +592,11 @@ def test_each_documented_call_is_allowed(call: Call) -> None:
 def test_each_task_of_the_workflow_has_what_step_functions_needs() -> None:
     definition = render_definition(resolve(definition_substitutions(TEMPLATE), NAMES))
     document = {
-        "run_id": "r",
+        "run_id": RUN,
         "bucket": LAKE,
-        "inputs": {d: f"raw/{d}/{d}.csv" for d in DATASETS},
+        "manifest_key": lake.manifest_key(RUN),
         "settings": {"crawler_poll_seconds": 30, "sql_quote": "'"},
-        "summary_query": {"run_id_literal": "'r'"},
+        "summary_query": {"run_id_literal": f"'{RUN}'"},
         "summary": {"query_execution_id": "q"},
         "failure": {"Error": "E", "Cause": "C"},
         "failed_state": "RunSparkJobs",
@@ -470,8 +606,16 @@ def test_each_task_of_the_workflow_has_what_step_functions_needs() -> None:
     assert {state["Resource"] for state in tasks} <= set(TASK_CALLS)
     for state in tasks:
         needs, doc = TASK_CALLS[state["Resource"]]
-        for action, resource, condition in needs(render(state["Parameters"], document, context)):
-            assert allowed("StateMachineRole", action, resource, condition), (action, resource, doc)
+        # the view task runs once per view (its Map's items)
+        items = [{"query": view_sql(t)} for t in TABLES] if "$.query" in str(state) else [{}]
+        for item in items:
+            params = render(state["Parameters"], {**document, **item}, context)
+            for action, resource, condition in needs(params):
+                assert allowed("StateMachineRole", action, resource, condition), (
+                    action,
+                    resource,
+                    doc,
+                )
     for action, resource, doc in MACHINE_CALLS:
         assert allowed("StateMachineRole", action, resource, {}), (action, doc)
 
@@ -482,6 +626,10 @@ def test_the_checks_can_refuse() -> None:
     assert not allowed("ReportRole", "s3:ListBucket", LAKE_ARN, {"s3:prefix": "raw/"})
     assert not allowed("ReportRole", "s3:ListBucket", LAKE_ARN, {})  # no prefix, no grant
     assert not allowed("StateMachineRole", "iam:PassRole", NAMES["SparkJobRole.Arn"], {})
+    # the workflow replaces the views, never the tables the crawlers keep
+    runs_table = f"{CATALOG}:table/{DATABASE}/{lake.RUNS_TABLE_PREFIX}location_performance"
+    assert not allowed("StateMachineRole", "glue:UpdateTable", runs_table, {})
+    assert not allowed("SparkJobRole", "s3:GetObject", f"{LAKE_ARN}/raw/users/users.csv", {})
 
 
 # ---------------------------------------------------------------------------- recorded calls
@@ -512,13 +660,19 @@ def _requests(service: str, operation: str, params: dict) -> Iterator[tuple[str,
         keys = [o["Key"] for o in params.get("Delete", {}).get("Objects", [])] or [
             params.get("Key")
         ]
+        action = S3_ACTIONS.get(operation, operation)
+        if action == "GetObject" and params.get("VersionId"):
+            action = "GetObjectVersion"  # API_GetObject.html: a versionId needs it
         for key in keys:
-            yield f"s3:{S3_ACTIONS.get(operation, operation)}", f"arn:aws:s3:::{bucket}/{key}", {}
-        if operation == "CopyObject":
-            source = params["CopySource"]  # {"Bucket", "Key"} or "bucket/key"
+            yield f"s3:{action}", f"arn:aws:s3:::{bucket}/{key}", {}
+        if operation in ("CopyObject", "UploadPartCopy"):
+            source = params["CopySource"]  # {"Bucket", "Key"[, "VersionId"]} or "bucket/key"
             if isinstance(source, str):
-                source = dict(zip(("Bucket", "Key"), unquote(source).split("/", 1), strict=True))
-            yield "s3:GetObject", f"arn:aws:s3:::{source['Bucket']}/{source['Key']}", {}
+                path, _, version = unquote(source).partition("?versionId=")
+                source = dict(zip(("Bucket", "Key"), path.split("/", 1), strict=True))
+                source["VersionId"] = version or None
+            read = "GetObjectVersion" if source.get("VersionId") else "GetObject"
+            yield f"s3:{read}", f"arn:aws:s3:::{source['Bucket']}/{source['Key']}", {}
     elif service == "dynamodb":
         if operation == "TransactWriteItems":  # needs the action of each item it writes
             for item in params["TransactItems"]:
@@ -542,7 +696,10 @@ def _requests(service: str, operation: str, params: dict) -> Iterator[tuple[str,
     elif service == "sns":
         yield "sns:Publish", params["TopicArn"], {}
     elif service == "stepfunctions":
-        yield f"states:{operation}", params["stateMachineArn"], {}
+        yield f"states:{operation}", params.get("stateMachineArn") or params["executionArn"], {}
+    elif service == "sqs":
+        account, name = params["QueueUrl"].rstrip("/").split("/")[-2:]
+        yield f"sqs:{operation}", f"arn:aws:sqs:{REGION}:{account}:{name}", {}
     else:
         yield f"{prefix}:{operation}", "*", {}
 
@@ -582,10 +739,13 @@ def recorder(monkeypatch) -> Iterator[Recorder]:
 
 def _family(resource: str) -> str:
     """What a CALLS entry stands for: an S3 object ARN stands for its bucket's top folder
-    (raw/, quarantine/, reports/, athena-results/...), anything else for itself."""
+    (raw/, quarantine/, reports/, athena-results/...), an execution's ARN for every execution
+    of its state machine, anything else for itself."""
     if resource.startswith("arn:aws:s3:::") and "/" in resource:
         bucket, key = resource.removeprefix("arn:aws:s3:::").split("/", 1)
         return f"arn:aws:s3:::{bucket}/{key.split('/', 1)[0]}/"
+    if ":execution:" in resource:  # an execution of the state machine, whichever run
+        return resource.rsplit(":", 1)[0] + ":*"
     return resource
 
 
@@ -602,69 +762,102 @@ def _check_recorded(principal: str, recorder: Recorder) -> None:
     assert checked
 
 
-def _upload_event(key: str, etag: str, time: str) -> dict:
-    return {
-        "version": "0",
-        "id": "event-1",
-        "detail-type": "Object Created",
-        "source": "aws.s3",
-        "account": ACCOUNT,
-        "time": time,
-        "region": REGION,
-        "resources": [],
-        "detail": {"bucket": {"name": LAKE}, "object": {"key": key, "etag": etag}},
-    }
+@pytest.fixture
+def daily(recorder, validate_module, scheduler_module, monkeypatch, tmp_path):
+    """The daily-operation stack (tests/aws/daily.py): its names are the example stack's."""
+    stack = create_daily_stack(
+        validate_module, scheduler_module, Clock(), monkeypatch, tmp_path / "staging"
+    )
+    yield stack
+    validate_module.aws_clients.cache_clear()
+    scheduler_module.aws_clients.cache_clear()
 
 
-def test_validate_upload_makes_only_listed_allowed_calls(
-    recorder, validate_app, lambda_context
-) -> None:
-    s3, sns, dynamodb, sfn = (boto3.client(s) for s in ("s3", "sns", "dynamodb", "stepfunctions"))
-    s3.create_bucket(Bucket=LAKE)
-    topic = sns.create_topic(Name=NAMES["AlertTopic"].rsplit(":", 1)[1])["TopicArn"]
-    table = NAMES["BatchTable.Arn"].rsplit("/", 1)[1]
-    dynamodb.create_table(
-        TableName=table,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in ("pk", "sk")],
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-    )
-    machine = sfn.create_state_machine(
-        name=NAMES["CarRentalPipeline"].rsplit(":", 1)[1],
-        definition=json.dumps({"StartAt": "A", "States": {"A": {"Type": "Pass", "End": True}}}),
-        roleArn=NAMES["StateMachineRole.Arn"],
-    )["stateMachineArn"]
-    assert (topic, machine) == (NAMES["AlertTopic"], NAMES["CarRentalPipeline"])
-    handler = validate_app(
-        {"STATE_MACHINE_ARN": machine, "ALERT_TOPIC_ARN": topic, "BATCH_TABLE_NAME": table}
-    )
+def test_validate_upload_makes_only_listed_allowed_calls(daily, recorder, monkeypatch) -> None:
     sample = REPO_ROOT / "data" / "sample"
-    outcomes = []
-
-    def upload(key: str, body: bytes, time: str) -> None:
-        etag = s3.put_object(Bucket=LAKE, Key=key, Body=body)["ETag"].strip('"')
-        with recorder:
-            outcomes.append(handler(_upload_event(key, etag, time), lambda_context)["status"])
-
     bad = (sample / "users.csv").read_bytes().replace(b"email", b"mail", 1)
-    upload("raw/users/users.csv", bad, "2024-06-01T08:00:00Z")  # quarantine copy, report, alert
-    for dataset in DATASETS:  # a complete batch: batch table, StartExecution
-        body = (sample / f"{dataset}.csv").read_bytes()
-        upload(f"raw/{dataset}/{dataset}.csv", body, "2024-06-01T09:00:00Z")
-    with recorder:  # an object deleted since its event: 404, not 403
-        missing = _upload_event("raw/users/gone.csv", "0" * 32, "2024-06-01T10:00:00Z")
-        outcomes.append(handler(missing, lambda_context)["status"])
-
-    assert outcomes == ["rejected", *["accepted"] * 4, "missing"]
-    assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 1
+    events = [daily.upload(lake.raw_key("users", "users.csv"), bad)]  # quarantine, report, alert
+    events += [daily.upload_file(d, sample / f"{d}.csv") for d in DATASETS]  # staged, recorded
+    gone = daily.upload(lake.raw_key("users", "gone.csv"), b"x")  # its version deleted: 404
+    daily.s3.delete_object(
+        Bucket=LAKE,
+        Key=gone["detail"]["object"]["key"],
+        VersionId=gone["detail"]["object"]["version-id"],
+    )
+    outcomes = []
+    with recorder:
+        for event in [*events, events[1], gone]:  # and a replay
+            outcomes.append(daily.validate(event, monkeypatch)["status"])
+    assert outcomes == ["rejected", *["accepted"] * 4, "duplicate", "missing"]
     _check_recorded("ValidateUploadRole", recorder)
 
 
+def test_the_run_scheduler_makes_only_listed_allowed_calls(daily, recorder, monkeypatch) -> None:
+    sample = REPO_ROOT / "data" / "sample"
+    for dataset in DATASETS:
+        daily.upload_and_validate(dataset, sample / f"{dataset}.csv", monkeypatch)
+    daily.clock.advance(daily.settle_seconds + 1)
+    with recorder:  # a run starts; the other requests find it running
+        decisions = daily.pump(monkeypatch)
+    assert "started" in [d["status"] for d in decisions]
+    _check_recorded("RunSchedulerStartRole", recorder)
+
+    (execution,) = daily.executions()
+    run_id = execution["name"]
+    for key in (f"processed/run_inputs/run_id={run_id}/part-0.parquet", f"reports/{run_id}/x.csv"):
+        daily.s3.put_object(Bucket=LAKE, Key=key, Body=b"half a run")
+    daily.sfn.stop_execution(executionArn=execution["executionArn"])
+    stopped = daily.sfn.describe_execution(executionArn=execution["executionArn"])
+    recorder.calls.clear()
+    with recorder:
+        ending = daily.deliver_end_event({**stopped, "status": "FAILED"}, monkeypatch)
+    assert ending["deleted_objects"] == 2
+    _check_recorded("RunSchedulerFinishRole", recorder)
+
+
+def test_publish_run_makes_only_listed_allowed_calls(recorder, publish_module, monkeypatch) -> None:
+    s3, sns, dynamodb = (boto3.client(s) for s in ("s3", "sns", "dynamodb"))
+    s3.create_bucket(Bucket=LAKE)
+    s3.put_bucket_versioning(Bucket=LAKE, VersioningConfiguration={"Status": "Enabled"})
+    topic = sns.create_topic(Name=NAMES["AlertTopic"].rsplit(":", 1)[1])["TopicArn"]
+    dynamodb.create_table(
+        TableName=NAMES["LedgerTable"], **table_properties(TEMPLATE, "LedgerTable")
+    )
+    ledger = Ledger(dynamodb, NAMES["LedgerTable"])
+    at = "2026-12-01T08:00:00+00:00"
+    for index, dataset in enumerate(DATASETS):
+        key = lake.raw_key(dataset, "day-2.csv")
+        version = s3.put_object(Bucket=LAKE, Key=key, Body=b"x")["VersionId"]
+        ledger.accept(
+            InputFile(dataset, key, f"{index:064x}", 3, at, at, version),
+            Arrival(key, version, f"{index:02X}", datetime.fromisoformat(at)),
+        )
+    manifest = ledger.inputs().manifest(RUN, at, 0.05)
+    s3.put_object(Bucket=LAKE, Key=lake.manifest_key(RUN), Body=manifest.to_json().encode())
+    held = lake.raw_key("rental_transactions", "day-2.csv")
+    put_run_inputs(s3, LAKE, RUN, manifest.inputs, {held: "held back: orphans"})
+    for old in ("20261101T080000Z", "20261102T080000Z", "20261103T080000Z"):
+        s3.put_object(
+            Bucket=LAKE, Key=f"processed/business_summary/run_id={old}/p.parquet", Body=b""
+        )
+        s3.put_object(Bucket=LAKE, Key=f"reports/{old}/summary.csv", Body=b"")
+    names = {**NAMES, "AlertTopic": topic}
+    use_environment(monkeypatch, function_environment(TEMPLATE, "PublishRunFunction", names))
+    publish_module.aws_clients.cache_clear()
+
+    with recorder:
+        published = publish_module.lambda_handler(
+            {"run_id": RUN, "bucket": LAKE, "manifest_key": lake.manifest_key(RUN)},
+            LambdaContext("publish-run"),
+        )
+
+    publish_module.aws_clients.cache_clear()
+    assert published["held_back"] == [held] and len(published["pruned_runs"]) == 3
+    _check_recorded("PublishRunRole", recorder)
+
+
 def test_the_report_makes_only_listed_allowed_calls(
-    recorder, report_app, lambda_context, monkeypatch
+    recorder, report_app, report_context, monkeypatch
 ) -> None:
     s3, athena = boto3.client("s3"), boto3.client("athena")
     for bucket in (LAKE, ARTIFACTS):
@@ -683,8 +876,8 @@ def test_the_report_makes_only_listed_allowed_calls(
 
     with recorder:
         report_app.lambda_handler(
-            {"run_id": "batch-1", "bucket": LAKE, "summary_query_execution_id": summary_id},
-            lambda_context,
+            {"run_id": RUN, "bucket": LAKE, "summary_query_execution_id": summary_id},
+            report_context,
         )
 
     _check_recorded("ReportRole", recorder)

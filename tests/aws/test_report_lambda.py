@@ -66,14 +66,14 @@ def start_summary_query(athena) -> str:
     )["QueryExecutionId"]
 
 
-def test_report_writes_every_csv_of_the_run(athena, report_app, lambda_context) -> None:
+def test_report_writes_every_csv_of_the_run(athena, report_app, report_context) -> None:
     expected = report_results()
     queue_athena_results(list(expected.values()))  # summary first: it starts first
     summary_id = start_summary_query(athena)
 
     result = report_app.lambda_handler(
         {"run_id": RUN_ID, "bucket": LAKE, "summary_query_execution_id": summary_id},
-        lambda_context,
+        report_context,
     )
 
     assert result == {
@@ -95,14 +95,14 @@ def test_report_writes_every_csv_of_the_run(athena, report_app, lambda_context) 
 
 
 def test_report_queries_run_in_the_workgroup_with_the_run_id_quoted(
-    athena, report_app, lambda_context
+    athena, report_app, report_context
 ) -> None:
     queue_athena_results(list(report_results().values()))
     summary_id = start_summary_query(athena)
 
     report_app.lambda_handler(
         {"run_id": RUN_ID, "bucket": LAKE, "summary_query_execution_id": summary_id},
-        lambda_context,
+        report_context,
     )
 
     started = {}
@@ -126,7 +126,7 @@ def _report_keys() -> list[str]:
 
 @pytest.mark.parametrize("status", ["FAILED", "CANCELLED"])
 def test_a_query_that_does_not_succeed_midway_writes_no_report(
-    athena, report_app, lambda_context, monkeypatch, status
+    athena, report_app, report_context, monkeypatch, status
 ) -> None:
     reports = list(REPORTS)
     failing = reports[2]  # two reports before it have results that could have been written
@@ -137,7 +137,7 @@ def test_a_query_that_does_not_succeed_midway_writes_no_report(
     with pytest.raises(report_app.ReportQueryFailed, match=failing) as raised:
         report_app.lambda_handler(
             {"run_id": RUN_ID, "bucket": LAKE, "summary_query_execution_id": summary_id},
-            lambda_context,
+            report_context,
         )
 
     assert "no report file was written" in str(raised.value)
@@ -151,7 +151,7 @@ def test_a_query_that_does_not_succeed_midway_writes_no_report(
 
 
 def test_a_write_that_fails_midway_leaves_no_report_files(
-    athena, report_app, lambda_context
+    athena, report_app, report_context
 ) -> None:
     queue_athena_results(list(report_results().values()))
     summary_id = start_summary_query(athena)
@@ -167,7 +167,7 @@ def test_a_write_that_fails_midway_leaves_no_report_files(
     try:
         report_app.lambda_handler(
             {"run_id": RUN_ID, "bucket": LAKE, "summary_query_execution_id": summary_id},
-            lambda_context,
+            report_context,
         )
     except ClientError as exc:
         error = exc.response["Error"]["Code"]
@@ -177,9 +177,9 @@ def test_a_write_that_fails_midway_leaves_no_report_files(
     assert _report_keys() == []
 
 
-def test_an_incomplete_event_is_refused_by_name(report_app, lambda_context) -> None:
+def test_an_incomplete_event_is_refused_by_name(report_app, report_context) -> None:
     with pytest.raises(ValueError, match="summary_query_execution_id"):
-        report_app.lambda_handler({"run_id": RUN_ID, "bucket": LAKE}, lambda_context)
+        report_app.lambda_handler({"run_id": RUN_ID, "bucket": LAKE}, report_context)
 
 
 def test_an_unsafe_run_id_is_refused(report_app) -> None:

@@ -13,6 +13,7 @@ from tests.aws.template import (
     definition_substitutions,
     iter_states,
     load_template,
+    nested_machines,
 )
 
 NEVER_RETRIED = {"States.ALL", "States.TaskFailed", "States.Timeout"}
@@ -78,8 +79,8 @@ def test_failures_outside_branches_are_recorded_alerted_and_failed(definition) -
 
 
 def test_failures_inside_branches_fail_the_branch_naming_the_state(definition) -> None:
-    for parallel in ("RunSparkJobs", "CrawlTables"):
-        for branch in definition["States"][parallel]["Branches"]:
+    for nesting in ("RunSparkJobs", "CrawlTables", "UpdateCurrentViews"):
+        for branch in nested_machines(definition["States"][nesting]):
             branch_states = branch["States"]
             for name, state in branch_states.items():
                 for catcher in state.get("Catch", []):
@@ -115,13 +116,15 @@ def test_every_state_is_reachable(definition) -> None:
                 todo.extend(targets(machine["States"][name]))
         assert seen == set(machine["States"]), set(machine["States"]) - seen
         for state in machine["States"].values():
-            for branch in state.get("Branches", []):
+            for branch in nested_machines(state):
                 check(branch)
 
     check(definition)
 
 
-def test_the_workflow_runs_spark_then_crawls_then_queries_then_reports(definition) -> None:
+def test_the_workflow_runs_spark_crawls_replaces_the_views_queries_reports_then_publishes(
+    definition,
+) -> None:
     path, name = [], definition["StartAt"]
     while name:
         path.append(name)
@@ -130,9 +133,12 @@ def test_the_workflow_runs_spark_then_crawls_then_queries_then_reports(definitio
         "PrepareRun",
         "RunSparkJobs",
         "CrawlTables",
+        "PrepareCurrentViews",
+        "UpdateCurrentViews",
         "PrepareSummaryQuery",
         "RunSummaryQuery",
         "WriteReport",
+        "PublishRun",
         "PipelineSucceeded",
     ]
     resources = {n: s.get("Resource") for _, n, s in iter_states(definition)}
@@ -143,3 +149,7 @@ def test_the_workflow_runs_spark_then_crawls_then_queries_then_reports(definitio
     assert resources["StartUserTransactionAnalysisCrawler"] == (
         "arn:aws:states:::aws-sdk:glue:startCrawler"
     )
+    assert resources["UpdateCurrentView"] == "arn:aws:states:::athena:startQueryExecution.sync"
+    assert resources["PublishRun"] == "arn:aws:states:::lambda:invoke"
+    # the publish is the last thing a run does: nothing after it can fail the run
+    assert definition["States"]["PublishRun"]["Next"] == "PipelineSucceeded"

@@ -25,7 +25,7 @@ import awswrangler
 import botocore.session
 import pytest
 
-from carrental.contracts import DATASETS
+from carrental import lake
 from tests.aws.asl import paths_in, render
 from tests.aws.template import (
     REPO_ROOT,
@@ -33,6 +33,7 @@ from tests.aws.template import (
     example_names,
     iter_states,
     load_template,
+    nested_machines,
     render_definition,
     resolve,
 )
@@ -168,18 +169,28 @@ def definition() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def state_input(definition) -> dict[str, Any]:
-    """What the states read: the execution input ValidateUpload sends, plus what the Pass
-    states and the Catchers add to it on the way."""
+    """What the states read: the execution input the run scheduler starts a run with, plus what
+    the Pass states and the Catchers add to it on the way, and a Map item's input (its
+    ItemSelector applied to its first item)."""
+    run_id = "20261201T101500Z"
     document: dict[str, Any] = {
-        "run_id": "batch-0123456789abcdef",
+        "run_id": run_id,
         "bucket": "carrental-test-datalakebucket",
-        "inputs": {d: f"raw/{d}/{d}.csv" for d in DATASETS},
-        "etags": {d: "0123456789abcdef0123456789abcdef" for d in DATASETS},
+        "manifest_key": lake.manifest_key(run_id),
     }
     for _, _, state in iter_states(definition):
         if state["Type"] == "Pass" and "Parameters" in state:
             key = state["ResultPath"].removeprefix("$.")
             document[key] = render(state["Parameters"], document, {})
+    for _, _, state in iter_states(definition):
+        if state["Type"] == "Map":
+            items = paths_in(state["ItemsPath"])[0].removeprefix("$.").split(".")
+            first = document
+            for part in items:
+                first = first[part]
+            document.update(
+                render(state["ItemSelector"], document, {"Map": {"Item": {"Value": first[0]}}})
+            )
     document["summary"] = {"query_execution_id": "0b0b0b0b-query"}
     document["failure"] = {"Error": "States.TaskFailed", "Cause": "it broke"}
     document["failed_state"] = "RunSparkJobs"
@@ -313,7 +324,7 @@ def test_later_states_read_only_what_the_tasks_return(definition) -> None:
                     for choice in state.get("Choices", []):
                         if choice["Variable"] == path and "StringEquals" in choice:
                             assert choice["StringEquals"] in member.enum, (name, path)
-            for branch in state.get("Branches", []):
+            for branch in nested_machines(state):
                 check_machine(branch)
 
     check_machine(definition)
@@ -327,32 +338,47 @@ CLIENT_SERVICES = {
     "s3": "s3",
     "s3_client": "s3",
     "sns": "sns",
+    "sqs": "sqs",
     "dynamodb": "dynamodb",
     "stepfunctions": "stepfunctions",
     "cfn_client": "cloudformation",
 }
 # boto3's managed transfers: not API operations (they call Get/Put/Copy/multipart APIs).
 TRANSFER_METHODS = {"copy", "upload_file", "download_file"}
-CALL_SITE_FILES = [
-    REPO_ROOT / "lambdas" / "validate_upload" / "upload_batch.py",
-    REPO_ROOT / "lambdas" / "validate_upload" / "app.py",
-    REPO_ROOT / "lambdas" / "report" / "app.py",
-    REPO_ROOT / "carrental" / "deploy.py",
-]
+# Every module that calls AWS: the functions, what they share, the deploy code.
+CALL_SITE_FILES = sorted(
+    [
+        *(REPO_ROOT / "lambdas").glob("*/*.py"),
+        *(REPO_ROOT / "carrental" / "aws").glob("*.py"),
+        REPO_ROOT / "carrental" / "deploy.py",
+    ]
+)
+
+
+def _client_name(receiver: ast.expr) -> str | None:
+    return receiver.attr if isinstance(receiver, ast.Attribute) else getattr(receiver, "id", None)
 
 
 def _client_calls(path: Path):
+    """(service, method, call) of every client call: `client.op(...)`, and
+    `client.get_paginator("op").paginate(...)` as a call of op."""
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
             continue
         receiver = node.func.value
         if ast.unparse(receiver).startswith("wr."):
             continue  # awswrangler: the next test
-        name = (
-            receiver.attr if isinstance(receiver, ast.Attribute) else getattr(receiver, "id", None)
-        )
-        if name in CLIENT_SERVICES:
-            yield CLIENT_SERVICES[name], node.func.attr, node
+        if (
+            node.func.attr == "paginate"
+            and isinstance(receiver, ast.Call)
+            and isinstance(receiver.func, ast.Attribute)
+            and receiver.func.attr == "get_paginator"
+            and _client_name(receiver.func.value) in CLIENT_SERVICES
+        ):
+            service = CLIENT_SERVICES[_client_name(receiver.func.value)]
+            yield service, receiver.args[0].value, node
+        elif _client_name(receiver) in CLIENT_SERVICES and node.func.attr != "get_paginator":
+            yield CLIENT_SERVICES[_client_name(receiver)], node.func.attr, node
 
 
 def test_every_boto3_call_site_uses_its_operations_members() -> None:
@@ -375,20 +401,22 @@ def test_every_boto3_call_site_uses_its_operations_members() -> None:
             seen.add((service, operation))
     assert {
         ("s3", "GetObject"),
-        ("dynamodb", "TransactWriteItems"),
+        ("s3", "ListObjectsV2"),
+        ("dynamodb", "PutItem"),
+        ("sqs", "SendMessage"),
         ("stepfunctions", "StartExecution"),
+        ("stepfunctions", "DescribeExecution"),
     } <= seen
 
 
 def test_every_awswrangler_call_fits_the_layers_version() -> None:
     assert awswrangler.__version__ == "3.14.0"  # pyproject.toml's aws extra: the layer
-    tree = ast.parse((REPO_ROOT / "lambdas" / "report" / "app.py").read_text(encoding="utf-8"))
     calls = 0
-    for node in ast.walk(tree):
+    for node in (n for path in CALL_SITE_FILES for n in ast.walk(ast.parse(path.read_text()))):
         if isinstance(node, ast.Call) and ast.unparse(node.func).startswith("wr."):
             module, function = ast.unparse(node.func).split(".")[1:]
             signature = inspect.signature(getattr(getattr(awswrangler, module), function))
             keywords = {k.arg: None for k in node.keywords}
             signature.bind(*[None] * len(node.args), **keywords)
             calls += 1
-    assert calls >= 4
+    assert calls >= 5

@@ -7,25 +7,23 @@ touched outside the lake."""
 from __future__ import annotations
 
 import contextlib
-import copy
-import importlib.util
 import io
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from moto import mock_aws
 
+from carrental import lake
 from carrental.cli import main
 from carrental.generate import generate
 from carrental.validation import validate_stream
+from tests.aws.conftest import load_function, use_fake_aws
+from tests.aws.daily import daily_stack
 from tests.hostile.conftest import REPO_ROOT, file_states, publish_run
 
 DATASETS = ("vehicles", "locations", "users", "rental_transactions")
@@ -169,115 +167,31 @@ def test_a_pathological_field_keeps_memory_bounded(tmp_path):
 
 # --- the ValidateUpload handler under moto ------------------------------------------------------
 
-BUCKET = "carrental-dev-datalake"  # the bucket the events/*.json name
-TABLE = "carrental-batches"
-
-
-@dataclass(frozen=True)
-class Context:
-    function_name: str = "validate-upload"
-    memory_limit_in_mb: int = 1024
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:validate-upload"
-    aws_request_id: str = "fuzz"
-
-
-@pytest.fixture
-def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": "/dev/null",
-        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_SERVICE_NAME": "validate-upload",
-        "POWERTOOLS_METRICS_NAMESPACE": "carrental",
-    }.items():
-        monkeypatch.setenv(name, value)
-
-
-def load_handler():
-    """lambdas/validate_upload/app.py as the Lambda runtime loads it (its folder on sys.path)."""
-    folder = REPO_ROOT / "lambdas" / "validate_upload"
-    sys.path.insert(0, str(folder))
-    try:
-        spec = importlib.util.spec_from_file_location("fuzzed_validate_upload", folder / "app.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(folder))
-    return module
-
-
-def create_stack(monkeypatch: pytest.MonkeyPatch) -> object:
-    s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=BUCKET)
-    topic = boto3.client("sns").create_topic(Name="alerts")["TopicArn"]
-    boto3.client("dynamodb").create_table(
-        TableName=TABLE,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-    )
-    machine = boto3.client("stepfunctions").create_state_machine(
-        name="CarRentalPipeline",
-        definition=json.dumps(
-            {"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}}
-        ),
-        roleArn="arn:aws:iam::123456789012:role/pipeline",
-    )["stateMachineArn"]
-    monkeypatch.setenv("STATE_MACHINE_ARN", machine)
-    monkeypatch.setenv("ALERT_TOPIC_ARN", topic)
-    monkeypatch.setenv("BATCH_TABLE_NAME", TABLE)
-    return s3
-
 
 def test_mutated_uploads_through_the_lambda_handler_get_a_verdict(
-    valid_csvs, aws_environment, monkeypatch
+    valid_csvs, monkeypatch, tmp_path
 ):
-    app = load_handler()
-    template = json.loads((REPO_ROOT / "events" / "users_created.json").read_text())
+    use_fake_aws(monkeypatch)
+    validate_app = load_function("validate_upload", "validate-upload")
+    scheduler_app = load_function("run_scheduler", "run-scheduler")  # the stack's, unused here
     uploads = iter(range(1_000_000))
-    with mock_aws():
-        s3 = create_stack(monkeypatch)
-        app.aws_clients.cache_clear()
+    with daily_stack(validate_app, scheduler_app, monkeypatch, tmp_path / "staging") as stack:
 
         @given(case=mutated(valid_csvs))
         @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
         def check(case: tuple[str, bytes]) -> None:
             dataset, content = case
-            n = next(uploads)
-            key = f"raw/{dataset}/fuzz-{n}.csv"
-            etag = s3.put_object(Bucket=BUCKET, Key=key, Body=content)["ETag"].strip('"')
-            event = copy.deepcopy(template)
-            event["detail"]["object"].update(key=key, etag=etag, size=len(content))
-            event["time"] = (
-                f"2024-06-{1 + n // 86400 % 28:02d}T{n // 3600 % 24:02d}:"
-                f"{n // 60 % 60:02d}:{n % 60:02d}Z"
-            )
+            event = stack.upload(lake.raw_key(dataset, f"fuzz-{next(uploads)}.csv"), content)
             with contextlib.redirect_stdout(io.StringIO()):  # Powertools' logs and metrics
-                outcome = app.lambda_handler(event, Context())
+                outcome = stack.validate(event, monkeypatch)
             assert outcome["status"] in ("accepted", "rejected"), outcome
             assert outcome["reason"]
             if outcome["status"] == "rejected":
-                report = s3.get_object(
-                    Bucket=BUCKET, Key=outcome["quarantine_key"] + ".errors.json"
-                )
-                verdict = json.loads(report["Body"].read())
+                verdict = json.loads(stack.body(outcome["quarantine_key"] + ".errors.json"))
                 assert_a_verdict(verdict) and verdict["verdict"] == "rejected"
-                copied = s3.get_object(Bucket=BUCKET, Key=outcome["quarantine_key"])["Body"].read()
-                assert copied == content
+                assert stack.body(outcome["quarantine_key"]) == content
 
         check()
-        app.aws_clients.cache_clear()
 
 
 # --- random SQL ---------------------------------------------------------------------------------

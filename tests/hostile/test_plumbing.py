@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from carrental import lake
 from carrental.cli import main
-from tests.hostile.conftest import REPO_ROOT, run_cli, run_on_terminal
+from tests.hostile.conftest import REPO_ROOT, interrupted, run_cli, run_on_terminal
 
 
 def closed_pipe() -> int:
@@ -41,6 +39,7 @@ def commands_that_print(lake: Path, batch: Path, tmp: Path) -> dict[str, list[st
         "contracts": ["contracts"],
         "validate": ["validate", str(batch / "users.csv"), str(batch / "vehicles.csv")],
         "validate --json": ["validate", "--json", str(batch / "users.csv")],
+        "ingest": ["ingest", "--lake", str(tmp / "lake"), str(batch / "users.csv")],
         "sync-template-sql --check": ["sync-template-sql", "--check"],
         **{
             f"query --format {fmt}": [
@@ -179,42 +178,6 @@ def test_a_damaged_publish_record_is_named_with_what_to_do(hostile_lake, tmp_pat
     (line,) = result.stderr.decode().splitlines()
     assert line.startswith(f"carrental query: {target}")
     assert line.endswith(("restore the file or remove the line", "restore it from a backup"))
-
-
-def wait_until_open(process: subprocess.Popen, name: str, timeout: float = 60) -> None:
-    """Until the process has a file called `name` open (Linux /proc): it is past its imports."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            targets = [
-                os.readlink(f"/proc/{process.pid}/fd/{fd}")
-                for fd in os.listdir(f"/proc/{process.pid}/fd")
-            ]
-        except (FileNotFoundError, ProcessLookupError):
-            targets = []
-        if any(t.endswith(name) for t in targets):
-            return
-        if process.poll() is not None:
-            raise AssertionError(f"ended before opening {name}: {process.stderr.read()!r}")
-        time.sleep(0.05)
-    raise AssertionError(f"never opened {name}")
-
-
-def interrupted(arguments: list[str], opened: str) -> tuple[int, str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "carrental.cli", *arguments],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        cwd=REPO_ROOT,
-    )
-    try:
-        wait_until_open(process, opened)
-        time.sleep(0.3)
-        process.send_signal(signal.SIGINT)
-        return process.wait(timeout=60), process.stderr.read().decode()
-    finally:
-        process.kill()
-        process.stderr.close()
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs Linux /proc")

@@ -9,8 +9,7 @@ import pytest
 from carrental import lake
 from carrental.cli import main
 from carrental.local import catalog
-from carrental.local.store import LocalLake
-from carrental.publishing import RecordError
+from carrental.local.store import LakeError, LocalLake
 from tests.local.conftest import TABLE_ROWS, write_run
 
 # Rows per table of one hand-made run (tests/local/conftest.py), counted by hand.
@@ -78,7 +77,7 @@ def test_a_corrupt_record_is_named(tmp_path: Path):
     publish(tmp_path, "r1")
     record = tmp_path / lake.PUBLISHED_RECORD
     record.write_text(record.read_text() + "{not json\n")
-    with pytest.raises(RecordError, match=r"runs\.jsonl line 2"):
+    with pytest.raises(LakeError, match=r"runs\.jsonl line 2 is not a published run"):
         LocalLake(tmp_path).published()
 
 

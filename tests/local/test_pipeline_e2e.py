@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -405,3 +406,20 @@ def test_a_run_killed_while_publishing_leaves_nothing_a_rerun_trips_over(first_r
     assert not (lake_root / "reports" / "killed").exists()
     assert not list(Path(lake_root, lake.PROCESSED).glob("*/run_id=killed"))
     assert (rerun.report_dir / "summary.csv").read_bytes() == before["report"]["summary.csv"]
+
+
+def test_a_run_for_scripts_prints_json_and_a_working_query(first_run, capsys):
+    result, lake_root = first_run
+    assert main(["run", "--lake", str(lake_root), "--json", "--run-id", "for-scripts"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["run_id"] == "for-scripts" and printed["status"] == "published"
+    assert printed["tables"] == result.tables
+    assert Path(printed["report"]).is_file() and Path(printed["report"]).is_absolute()
+    from carrental.local.console import query_command
+
+    # as printed at the end of a run (here: `python -m carrental.cli`, the way pytest runs)
+    answered = subprocess.run(
+        shlex.split(query_command(lake_root)), capture_output=True, text=True, cwd=REPO_ROOT
+    )
+    assert answered.returncode == 0, answered.stderr
+    assert "location_name" in answered.stdout and "5 rows" in answered.stdout

@@ -1,4 +1,4 @@
-"""The SQL of sql/: valid Trino (what Athena runs), and right on DuckDB (what runs locally)."""
+"""The SQL of carrental/sql/: valid Trino (what Athena runs), and right on DuckDB (what runs locally)."""
 
 from decimal import Decimal
 from pathlib import Path
@@ -7,10 +7,10 @@ import pytest
 import sqlglot
 
 from carrental.local import catalog
-from carrental.report import REPO_SQL_DIR, REPORTS, load_sql, query_params
+from carrental.report import REPORTS, SQL_DIR, load_sql, query_params
 from tests.local.conftest import NO_VALID_RENTAL_ROWS, write_run
 
-SQL_FILES = sorted(p.name for p in REPO_SQL_DIR.glob("*.sql"))
+SQL_FILES = sorted(p.name for p in SQL_DIR.iterdir() if p.name.endswith(".sql"))
 
 
 @pytest.mark.parametrize("sql_file", SQL_FILES)

@@ -272,14 +272,18 @@ def test_only_the_writer_job_writes_entries_and_a_partial_entry_is_never_read(
     assert len(complete(store, RENTALS)) == 2 and len(complete(store, checked.AGGREGATES)) == 1
 
 
-def test_prune_keeps_the_entries_of_kept_runs_only(spark, clean_batch, days, tmp_path):
+def test_prune_keeps_the_entries_of_kept_runs_only(spark, clean_batch, days, tmp_path, monkeypatch):
     store = lake_with(clean_batch, days[:2], tmp_path / "lake")
     run(spark, store, "first")
+    store.publish("first")
     first = store.manifest("first")
     assert store.ingest(days[2], dataset=RENTALS).verdict.accepted
     run(spark, store, "second")
+    store.publish("second")
     assert len(complete(store, checked.AGGREGATES)) == 2
-    checked.prune_local(store.root, [store.manifest("second")])
+    # the lake's prune after a publish (carrental.local.store), keeping one published run
+    monkeypatch.setattr("carrental.local.store.KEEP_PUBLISHED_RUNS", 1)
+    store.prune()
     assert len(complete(store, RENTALS)) == 3  # the second run's history holds all three
     assert len(complete(store, checked.AGGREGATES)) == 1  # the first run's end is not needed
     checked.prune_local(store.root, [])
