@@ -168,8 +168,9 @@ def staged_validation(path: Path, folder: Path):
     """Validation with the staged Parquet written alongside, committed once accepted (what
     carrental.local.store.LocalLake.ingest does, without the raw copy and the inputs record)."""
     from carrental.contracts import DATASETS
+    from carrental.lake import infer_dataset
     from carrental.staging import StagedWriter
-    from carrental.validation import infer_dataset, validate_stream
+    from carrental.validation import validate_stream
 
     name = infer_dataset(str(path))
     writer = StagedWriter(DATASETS[name], folder)
