@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/run.py                 # --scale 1 and 50
     .venv/bin/python benchmarks/run.py --with-500      # also --scale 500 (10 M rentals: long)
     .venv/bin/python benchmarks/run.py --scale 0.1 --out /tmp/results.md --json /tmp/r.json
+    .venv/bin/python benchmarks/run.py --render /tmp/r.json   # results.md again, from figures
 
 For each scale, on a clean generated batch (seed 1, no injected defects, so that the references
 select the same rentals as the jobs), each measurement in a fresh process:
@@ -897,6 +898,12 @@ def main() -> int:
         default=DAILY_SCALE,
         help=f"the scale whose rentals are split for the daily run ({DAILY_SCALE})",
     )
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="FIGURES",
+        help="measure nothing: write --out from the figures an earlier --json wrote",
+    )
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -905,17 +912,23 @@ def main() -> int:
         Path(spec_file).with_suffix(".out.json").write_text(json.dumps(numbers))
         return 0
 
-    scales = (args.scale or [1, 50]) + ([500] if args.with_500 else [])
-    started = datetime.now(UTC)
-    loads = [load()]
-    with tempfile.TemporaryDirectory(prefix="carrental-bench-") as scratch:
-        results = [bench_scale(scale, Path(scratch), args.daily_scale) for scale in scales]
-    loads.append(load())
-    host = machine()
+    if args.render:
+        figures = json.loads(args.render.read_text())
+        results = [ScaleResult(**r) for r in figures["results"]]
+        started, host = datetime.fromisoformat(figures["started"]), figures["machine"]
+        loads = figures["loads"][:2]  # at the start and the end; then each measurement's
+    else:
+        scales = (args.scale or [1, 50]) + ([500] if args.with_500 else [])
+        started = datetime.now(UTC)
+        loads = [load()]
+        with tempfile.TemporaryDirectory(prefix="carrental-bench-") as scratch:
+            results = [bench_scale(scale, Path(scratch), args.daily_scale) for scale in scales]
+        loads.append(load())
+        host = machine()
     baseline = json.loads(BASELINE.read_text()) if BASELINE.exists() else None
     report = render(results, host, started, loads, baseline)
     args.out.write_text(report)
-    if args.json:
+    if args.json and not args.render:
         figures = {
             "started": started.isoformat(),
             "machine": host,
