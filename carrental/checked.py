@@ -191,6 +191,28 @@ def prune_local(root: Path, keep: Iterable[Manifest]) -> None:
                 write.rmdir()
 
 
+def written_by(write: str, run_id: str) -> bool:
+    """Whether `write` (a `new_write` name) is one of run `run_id`'s."""
+    owner, _, suffix = write.rpartition("-")
+    return owner == run_id and len(suffix) == 12
+
+
+def discard_local(root: Path, run_id: str) -> None:
+    """Delete what a run that failed added to the layer (its markers first, then its data): on
+    a full disk its partial writes would otherwise keep the room until the next prune."""
+    for name in LAYER_DATASETS:
+        folder = Path(dataset_prefix(str(root), name))
+        complete = folder / COMPLETE
+        for path in sorted(complete.iterdir()) if complete.is_dir() else []:
+            marker = Marker.parse(path.name)
+            if marker is not None and written_by(marker.write, run_id):
+                path.unlink(missing_ok=True)
+        rows = folder / ROWS
+        for write in sorted(rows.iterdir()) if rows.is_dir() else []:
+            if written_by(write.name, run_id):
+                _remove(write)
+
+
 def _remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)

@@ -461,7 +461,8 @@ class LocalLake:
     # ------------------------------------------------------------------ housekeeping
 
     def discard_outputs(self, run_id: str) -> None:
-        """Remove the tables and the report of a run that was not published."""
+        """Remove the tables, the report and the checked entries of a run that was not
+        published."""
         report = self.report_folder(run_id)
         for folder in (
             report,
@@ -469,6 +470,7 @@ class LocalLake:
             *(Path(lake.table_run_path(str(self.processed), t, run_id)) for t in lake.TABLES),
         ):
             shutil.rmtree(folder, ignore_errors=True)
+        checked.discard_local(self.root, run_id)
 
     def clean_leftovers(self) -> list[Path]:
         """Remove what interrupted runs and ingests left (called under the run lock): partial

@@ -31,8 +31,8 @@ class StagedInputs:
 
     `keep_checked`: reuse and add to the lake's checked layer (carrental.checked). The local
     runner does, and prunes the layer with its runs. The EMR jobs do not (docs/architecture.md,
-    "Checked layer"): on S3 nothing prunes the layer yet, so its entries would pile up, and the
-    Spark job role is granted no access to it."""
+    "Check once"): on S3 nothing prunes the layer yet, so its entries would pile up, and the
+    Spark job role (template.yaml) may neither read nor write objects under its prefix."""
 
     root: str
     manifest: Manifest

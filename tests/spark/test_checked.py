@@ -294,3 +294,26 @@ def test_prune_keeps_the_entries_of_kept_runs_only(spark, clean_batch, days, tmp
         checked.manifest_entries(first)[RENTALS]
         < checked.manifest_entries(store.manifest("second"))[RENTALS]
     )
+
+
+def test_a_failed_run_leaves_nothing_in_the_layer_but_other_runs_entries(tmp_path):
+    """discard_local (called when a local run fails): the run's markers and data go, complete
+    or not; another run's entries stay, a run id that merely starts like it included."""
+    entry = "e" * 64
+    writes = {"r1": checked.new_write("r1"), "r1-b": checked.new_write("r1-b")}
+    for run_id, write in writes.items():
+        data = Path(checked.data_path(str(tmp_path), RENTALS, checked.Marker(entry, "used", write)))
+        data.mkdir(parents=True)
+        (data / "part-0.parquet").write_bytes(b"rows")
+        if run_id == "r1-b":  # r1's write never completed
+            marker = Path(
+                checked.marker_path(str(tmp_path), RENTALS, checked.Marker(entry, "used", write))
+            )
+            marker.parent.mkdir(parents=True)
+            marker.touch()
+    checked.discard_local(tmp_path, "r1")
+    rows = Path(checked.dataset_prefix(str(tmp_path), RENTALS), checked.ROWS)
+    assert sorted(p.name for p in rows.iterdir()) == [writes["r1-b"]]
+    checked.discard_local(tmp_path, "r1-b")
+    assert not any(rows.iterdir())
+    assert not any(Path(checked.dataset_prefix(str(tmp_path), RENTALS), checked.COMPLETE).iterdir())
