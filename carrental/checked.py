@@ -27,8 +27,9 @@ are complete, and checks the rest (carrental.spark.jobs).
 `<write>` is unique per write (the run id and a random part): data is only ever added under a
 new name, never overwritten or renamed, so a crash mid-write leaves a folder that no marker
 names, which is never read (S3 has no atomic rename; this needs none) and is removed by the
-next prune. The marker's name carries the file's status at run time (used or held back) and
-where its data is, so one listing per dataset tells a run everything it needs to plan.
+failed run (`discard_local`) or, if it was killed, by the next prune. The marker's name carries
+the file's status at run time (used or held back) and where its data is, so one listing per
+dataset tells a run everything it needs to plan.
 
 Standard library only: the local lake prunes entries without Spark.
 """
