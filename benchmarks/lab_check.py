@@ -38,10 +38,11 @@ def run_jobs(folder: Path, output: Path) -> dict[str, float]:
         run_vehicle_location_performance,
     )
     from carrental.spark.session import build_session
+    from carrental.spark.sources import CsvInputs
 
     spark = build_session("carrental-lab-check", master="local[*]")
     spark.sparkContext.setLogLevel("ERROR")
-    inputs = {name: str(folder / f"{name}.csv") for name in DATASETS}
+    inputs = CsvInputs({name: str(folder / f"{name}.csv") for name in DATASETS})
     seconds = {}
     try:
         started = time.perf_counter()

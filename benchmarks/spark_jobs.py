@@ -34,8 +34,9 @@ def measure(batch: Path, shared: bool) -> dict[str, float]:
         run_vehicle_location_performance,
     )
     from carrental.spark.session import build_session
+    from carrental.spark.sources import CsvInputs
 
-    inputs = {name: str(batch / f"{name}.csv") for name in DATASETS}
+    inputs = CsvInputs({name: str(batch / f"{name}.csv") for name in DATASETS})
     output = str(batch / "processed")
     started = time.perf_counter()
     spark = build_session("carrental-benchmark", master="local[*]")

@@ -59,7 +59,11 @@ class OutputColumn:
 class Table:
     """One output table. `key`: the columns that identify a row (none: the table has one row);
     tables are written sorted by them, so that the same inputs give byte-identical files.
-    `grain` is the short form of `description` for the table list; `notes` follow the columns."""
+    `grain` is the short form of `description` for the table list; `notes` follow the columns.
+    `grows_with_history`: the table has rows per rental, so it is written in files of about the
+    advisory size (rebalanced by its key); the others have a row per location, vehicle type,
+    date, rule or input file, or (user_metrics) are ranked in one partition anyway: one file
+    each, without the shuffle of a rebalance."""
 
     name: str
     job: str
@@ -68,6 +72,7 @@ class Table:
     description: str
     columns: tuple[OutputColumn, ...]
     notes: str = ""
+    grows_with_history: bool = False
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
@@ -209,6 +214,7 @@ OUTPUT_TABLES: tuple[Table, ...] = (
         job=USER_TRANSACTION_ANALYSIS,
         grain="rental row that breaks a reject rule",
         key=("source_file", "row_number"),
+        grows_with_history=True,
         description="One row per rental row that breaks at least one reject rule. Nothing is "
         "lost: the row's fields are kept as read, and where it came from.",
         columns=(

@@ -255,9 +255,15 @@ def _spark_jobs(store, run_id, log_file, on_job, running, outcome, stopping):
     from carrental.spark.sources import StagedInputs
 
     spark = running
+    manifest = store.manifest(run_id)
     if spark is None:  # a session of our own, whose JVM output goes to the run's log file
         with _jvm_output_to(log_file):
-            spark = build_session("carrental-local", master="local[*]", shuffle_partitions=8)
+            spark = build_session(
+                "carrental-local",
+                master="local[*]",
+                shuffle_partitions=8,
+                input_rows=sum(f.rows for f in manifest.inputs),
+            )
         spark.sparkContext.setLogLevel("WARN")
     tables: dict[str, int] = {}
     timings: dict[str, float] = {}
@@ -268,7 +274,7 @@ def _spark_jobs(store, run_id, log_file, on_job, running, outcome, stopping):
         # The job group is this thread's (PySpark pins a JVM thread to each Python thread).
         spark.sparkContext.setJobGroup(run_id, f"carrental run {run_id}", interruptOnCancel=True)
         root = str(store.root.resolve())
-        source = StagedInputs(root, store.manifest(run_id))
+        source = StagedInputs(root, manifest, keep_checked=True)
         output = lake.processed_prefix(root)
         steps = [
             ("vehicle_location_performance", run_vehicle_location_performance),

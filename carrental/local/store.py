@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from carrental import lake
+from carrental import checked, lake
 from carrental.contracts import DATASETS
 from carrental.inputs import InputFile, Inputs, Manifest
 from carrental.local.interrupts import INTERRUPTS
@@ -461,7 +461,8 @@ class LocalLake:
     # ------------------------------------------------------------------ housekeeping
 
     def discard_outputs(self, run_id: str) -> None:
-        """Remove the tables and the report of a run that was not published."""
+        """Remove the tables, the report and the checked entries of a run that was not
+        published."""
         report = self.report_folder(run_id)
         for folder in (
             report,
@@ -469,6 +470,7 @@ class LocalLake:
             *(Path(lake.table_run_path(str(self.processed), t, run_id)) for t in lake.TABLES),
         ):
             shutil.rmtree(folder, ignore_errors=True)
+        checked.discard_local(self.root, run_id)
 
     def clean_leftovers(self) -> list[Path]:
         """Remove what interrupted runs and ingests left (called under the run lock): partial
@@ -499,7 +501,8 @@ class LocalLake:
 
     def prune(self) -> None:
         """Keep the tables and reports of the last KEEP_PUBLISHED_RUNS published runs, and the
-        staged files that the inputs or those runs' manifests name; delete the rest."""
+        staged files that the inputs or those runs' manifests name, and the checked entries
+        those manifests name (carrental.checked); delete the rest. Runs under the run lock."""
         kept = [run.run_id for run in self.published()][-KEEP_PUBLISHED_RUNS:]
         for table in lake.TABLES:
             for folder in (self.processed / table).glob("run_id=*"):
@@ -512,12 +515,15 @@ class LocalLake:
                     shutil.rmtree(folder, ignore_errors=True)
         with self.changing_inputs() as inputs:  # no ingest adds a staged file meanwhile
             referenced = {f.staged for f in [*inputs.snapshots.values(), *inputs.rentals.values()]}
+            manifests = []
             for run_id in kept:
                 with contextlib.suppress(FileNotFoundError, ValueError):
-                    referenced |= {f.staged for f in self.manifest(run_id).inputs}
+                    manifests.append(self.manifest(run_id))
+            referenced |= {f.staged for m in manifests for f in m.inputs}
             for staged in (self.root / lake.STAGED).rglob("*.parquet"):
                 if staged.relative_to(self.root).as_posix() not in referenced:
                     staged.unlink(missing_ok=True)
+        checked.prune_local(self.root, manifests)
 
 
 def _reason(exc: BaseException) -> str:

@@ -155,7 +155,9 @@ def main(job: str, argv: list[str] | None = None) -> int:
             if args.manifest:
                 manifest = read_manifest(spark, args.manifest)
                 run_id = run_id_filter.run_id = manifest.run_id
-                source, output = StagedInputs(args.lake, manifest), lake.processed_prefix(args.lake)
+                # no checked layer: nothing prunes it on S3 (docs/architecture.md, "Check once")
+                source = StagedInputs(args.lake, manifest, keep_checked=False)
+                output = lake.processed_prefix(args.lake)
             else:
                 paths = {
                     "vehicles": args.vehicles,

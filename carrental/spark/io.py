@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as st
 
-from carrental import lake, tables
+from carrental import checked, lake, tables
 from carrental.contracts import Dataset, spark_schema
 from carrental.staging import ROW_NUMBER, has_raw_text, raw
 
@@ -98,30 +98,40 @@ def staged_spark_schema(ds: Dataset) -> st.StructType:
     )
 
 
-def read_staged(spark: SparkSession, root: str, files: Sequence, ds: Dataset) -> DataFrame:
+def read_staged(
+    spark: SparkSession, root: str, files: Sequence, ds: Dataset, start: int = 0
+) -> DataFrame:
     """Read staged files of one dataset (carrental.inputs.InputFile, in history order) as the
     parsed frame the rule checks take: the typed contract columns, the text of every column
     (raw(<column>)), MALFORMED (always null: the validator rejects such files), SOURCE_FILE
-    (the file's key), FILE_INDEX (its place in `files`) and ROW_NUMBER.
+    (the file's key), FILE_INDEX (its place in the history: `start` + its place in `files`)
+    and ROW_NUMBER.
 
     A staged file is named by its content, so two history entries with the same content read
     the same file twice: the join below gives each of its rows once per entry."""
     paths = sorted({lake.hadoop_literal(lake.join(root, f.staged)) for f in files})
-    entries = spark.createDataFrame(
-        [(PurePosixPath(f.staged).name, index, f.key) for index, f in enumerate(files)],
-        f"_staged_name string, {FILE_INDEX} int, {SOURCE_FILE} string",
+    # staged file name -> its history entries: literals in the plan, no Spark job to ship them
+    entries: dict[str, list[Column]] = {}
+    for index, f in enumerate(files):
+        entry = F.struct(F.lit(start + index).alias(FILE_INDEX), F.lit(f.key).alias(SOURCE_FILE))
+        entries.setdefault(PurePosixPath(f.staged).name, []).append(entry)
+    # (fields nullable, as those of a column read from a file: rows read back from the checked
+    # layer must give the same output schema as rows checked now)
+    nullable = f"array<struct<{FILE_INDEX}:int,{SOURCE_FILE}:string>>"
+    by_name = F.create_map(
+        *[v for name, es in entries.items() for v in (F.lit(name), F.array(*es).cast(nullable))]
     )
     rows = (
         spark.read.schema(staged_spark_schema(ds))
         .parquet(*paths)
-        .withColumn("_staged_name", F.col("_metadata.file_name"))
-        .join(F.broadcast(entries), "_staged_name")
+        .withColumn("_entry", F.explode(F.element_at(by_name, F.col("_metadata.file_name"))))
     )
     return rows.select(
         *[c.name for c in ds.columns],
         *[F.col(raw(c.name) if has_raw_text(c) else c.name).alias(raw(c.name)) for c in ds.columns],
         F.lit(None).cast(st.StringType()).alias(MALFORMED),
-        *FILE_ORDER,
+        *[F.col(f"_entry.{c}").alias(c) for c in (FILE_INDEX, SOURCE_FILE)],
+        ROW_NUMBER,
     )
 
 
@@ -212,17 +222,20 @@ def write_table(frame: DataFrame, output: str, table: str, run_id: str) -> int:
     reported before anything is written (never cast: a cast would hide it, or lose values).
     Overwrites that folder only: re-running a run id replaces its rows, other runs are never
     touched. Returns the number of rows written (counted while writing, not by another job).
-    The rows are rebalanced first: adaptive execution (session.SHUFFLE_SETTINGS) then writes
-    files of about the advisory size, one file for a small table, whatever the partitioning of
-    the plan that produced it. They are rebalanced by the table's key and sorted by it within
-    each file: the order in which shuffled rows arrive varies from run to run, and the same
-    inputs must give byte-identical files.
+    A table that grows with the rental history is rebalanced by its key first: adaptive execution
+    (session.SHUFFLE_SETTINGS) then writes files of about the advisory size, whatever the
+    partitioning of the plan that produced it; any other table is one file. Rows are sorted by
+    the table's key within each file: the order in which shuffled rows arrive varies from run to
+    run, and the same inputs must give byte-identical files.
     """
     definition = tables.table(table)
     path = lake.table_run_path(output, table, run_id)
-    balanced = _defined_columns(frame, definition).hint("rebalance", *definition.key)
-    if definition.key:
-        balanced = balanced.sortWithinPartitions(*definition.key)
+    defined, keys = _defined_columns(frame, definition), definition.key
+    balanced = (
+        defined.hint("rebalance", *keys) if definition.grows_with_history else defined.coalesce(1)
+    )
+    if keys:
+        balanced = balanced.sortWithinPartitions(*keys)
     written = Observation()
     # A write path is not a glob (only reads expand patterns): no escaping here.
     counted = balanced.observe(written, F.count(F.lit(1)).alias("rows"))
@@ -254,3 +267,53 @@ def _defined_columns(frame: DataFrame, definition: tables.Table) -> DataFrame:
             f"(carrental/tables.py): {'; '.join(problems)}"
         )
     return frame.select(*definition.column_names)
+
+
+class CheckedLayer:
+    """The checked layer of a lake (carrental.checked), through the session's Hadoop file
+    system: local folders here, EMRFS on EMR Serverless."""
+
+    def __init__(self, spark: SparkSession, root: str) -> None:
+        self.spark = spark
+        self.root = root
+
+    def _fs_path(self, uri: str):
+        jvm = self.spark._jvm
+        path = jvm.org.apache.hadoop.fs.Path(uri)
+        return path.getFileSystem(self.spark._jsc.hadoopConfiguration()), path
+
+    def markers(self, dataset: str) -> dict[str, checked.Marker]:
+        """The complete entries of a dataset, by entry name."""
+        fs, folder = self._fs_path(
+            lake.join(checked.dataset_prefix(self.root, dataset), checked.COMPLETE)
+        )
+        if not fs.exists(folder):
+            return {}
+        found: dict[str, checked.Marker] = {}
+        names = sorted(status.getPath().getName() for status in fs.listStatus(folder))
+        for name in names:
+            marker = checked.Marker.parse(name)
+            if marker is not None:
+                found.setdefault(marker.entry, marker)
+        return found
+
+    def read(self, dataset: str, markers: Sequence[checked.Marker]) -> DataFrame:
+        """The rows of complete entries (every entry of a dataset has the same columns)."""
+        paths = [lake.hadoop_literal(checked.data_path(self.root, dataset, m)) for m in markers]
+        return self.spark.read.parquet(*paths)
+
+    def write(
+        self, dataset: str, rows: DataFrame, statuses: Mapping[str, str], run_id: str
+    ) -> None:
+        """Write `rows` (with an ENTRY_PARTITION column naming each row's entry) as new entries,
+        then one marker per entry of `statuses` (entry -> status): an entry is complete only
+        once all its data is written."""
+        write = checked.new_write(run_id)
+        target = lake.join(checked.dataset_prefix(self.root, dataset), checked.ROWS, write)
+        # a name no write used before (a write path is not a glob: no escaping)
+        rows.write.partitionBy(checked.ENTRY_PARTITION).parquet(target)
+        for entry, status in statuses.items():
+            marker = checked.Marker(entry, status, write)
+            fs, path = self._fs_path(checked.marker_path(self.root, dataset, marker))
+            fs.create(path, False).close()
+        log.info("checked %s: %d entries in %s", dataset, len(statuses), target)

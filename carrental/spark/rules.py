@@ -115,10 +115,29 @@ def _row_check(rule: Rule) -> Column:
     raise ValueError(f"rule {rule.name}: kind {rule.kind!r} is not a row check")
 
 
-def _unique_check(rule: Rule) -> Column:
+_SEEN_BEFORE = "_seen_before"
+
+
+def _unique_check(rule: Rule, seen_before: bool) -> Column:
     key = rule.columns[0]
     earlier_first = Window.partitionBy(key).orderBy(*file_order())
-    return F.col(key).isNotNull() & (F.row_number().over(earlier_first) > 1)
+    repeat = F.row_number().over(earlier_first) > 1
+    if seen_before:
+        repeat = repeat | F.col(_SEEN_BEFORE).isNotNull()
+    return F.col(key).isNotNull() & repeat
+
+
+def _mark_seen_before(rows: DataFrame, key: str, earlier: DataFrame) -> DataFrame:
+    """_SEEN_BEFORE on the rows whose key is one of `earlier`'s. Only the keys both have leave
+    `earlier` (a scan of its key column): a day's file is not joined to the whole history."""
+    keys = rows.select(key).where(F.col(key).isNotNull()).distinct()
+    seen = (
+        earlier.select(key)
+        .join(keys, key, "left_semi")
+        .distinct()
+        .withColumn(_SEEN_BEFORE, F.lit(True))
+    )
+    return rows.join(seen, key, "left")
 
 
 @dataclass
@@ -232,14 +251,17 @@ def check_dataset(
     keep_raw: bool = False,
     valid: Mapping[str, DataFrame] | None = None,
     broadcast: Collection[str] = (),
+    earlier: DataFrame | None = None,
 ) -> DataFrame:
     """Flag every rule of `ds` on `parsed` (typed columns, raw(<column>) texts, MALFORMED and
     FILE_ORDER: a staged read, or a numbered `parse` of a CSV read; carrental.spark.sources).
 
     The result has the primary key, the typed columns (and columns referenced from other
-    datasets) named in `keep`, with `keep_raw` the raw text of rejected rows, the reader's bookkeeping columns, one
-    flag per rule and REJECTED. Rules referencing other datasets need those datasets' valid rows
-    in `valid` (`valid_rows`); the ones named in `broadcast` are shipped to every task.
+    datasets) named in `keep`, with `keep_raw` the raw text of rejected rows, the reader's
+    bookkeeping columns, one flag per rule and REJECTED. Rules referencing other datasets need
+    those datasets' valid rows in `valid` (`valid_rows`); the ones named in `broadcast` are
+    shipped to every task. `earlier`: the rows of files before these ones (their primary key
+    column), whose keys a row must not repeat either.
     """
     unknown = {r.kind for r in ds.rules} - SINGLE_DATASET_KINDS - CROSS_DATASET_KINDS
     if unknown:
@@ -259,13 +281,15 @@ def check_dataset(
             *FILE_ORDER,
             *[violation(r) for r in row_rules],
         )
-        .withColumns(
-            {
-                violation(r): F.coalesce(_unique_check(r), F.lit(False))
-                for r in ds.rules
-                if r.kind is RuleKind.UNIQUE
-            }
-        )
+    )
+    if earlier is not None:
+        flagged = _mark_seen_before(flagged, ds.primary_key, earlier)
+    flagged = flagged.withColumns(
+        {
+            violation(r): F.coalesce(_unique_check(r, earlier is not None), F.lit(False))
+            for r in ds.rules
+            if r.kind is RuleKind.UNIQUE
+        }
     )
     if any(not r.single_dataset for r in ds.rules):
         flagged = _join_lookups(flagged, ds, valid or {}, broadcast).withColumns(

@@ -317,12 +317,13 @@ def canonical(rows: list[tuple]) -> list[tuple]:
 
 
 def reference_tables(
-    folder: Path, rental_files: list[Path] | None = None
+    folder: Path, rental_files: list[Path] | None = None, threshold: float = REJECT_THRESHOLD
 ) -> dict[str, list[tuple]]:
     """Every output table of the dimension files of `folder` and the rental history
     `rental_files` (default: the folder's rental_transactions.csv), as rows in the documented
     column order; rental_rejects rows carry the file's name, not its path; run_inputs is given
-    as (dataset, file name, rows, rejected rows, status) per file."""
+    as (dataset, file name, rows, rejected rows, status) per file. A rental file with more than
+    `threshold` of its rows rejected is held back."""
     dim_rows = {name: read_rows(folder / f"{name}.csv") for name in DIMENSIONS}
     dims = {name: check_dimension(name, rows) for name, rows in dim_rows.items()}
     history = [(f.name, read_rows(f)) for f in rental_files or [folder / "rental_transactions.csv"]]
@@ -330,7 +331,7 @@ def reference_tables(
     held = {
         name
         for name, (rows, rejected) in first_counts.items()
-        if rows and rejected / rows > REJECT_THRESHOLD
+        if rows and rejected / rows > threshold
     }
     used = [(name, rows) for name, rows in history if name not in held]
     valid, rejects, rental_violations, per_file = check_rentals(
