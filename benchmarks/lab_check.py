@@ -33,9 +33,9 @@ SHOWN_DIFFERENCES = 5
 
 def run_jobs(folder: Path, output: Path) -> dict[str, float]:
     from carrental.spark.jobs import (
+        JOBS,
         check_batch,
-        run_user_transaction_analysis,
-        run_vehicle_location_performance,
+        run_job,
     )
     from carrental.spark.session import build_session
     from carrental.spark.sources import CsvInputs
@@ -48,10 +48,10 @@ def run_jobs(folder: Path, output: Path) -> dict[str, float]:
         started = time.perf_counter()
         batch = check_batch(spark, inputs)
         seconds["check_batch"] = time.perf_counter() - started
-        for job in (run_vehicle_location_performance, run_user_transaction_analysis):
+        for job in JOBS:
             started = time.perf_counter()
-            job(spark, inputs, str(output), "lab", batch=batch)
-            seconds[job.__name__.removeprefix("run_")] = time.perf_counter() - started
+            run_job(job, spark, inputs, str(output), "lab", batch=batch)
+            seconds[job] = time.perf_counter() - started
         batch.unpersist()
     finally:
         spark.stop()

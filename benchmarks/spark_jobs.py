@@ -29,9 +29,9 @@ from carrental.contracts import DATASETS
 def measure(batch: Path, shared: bool) -> dict[str, float]:
     """Runs in the child process: one cold session, the jobs, the numbers."""
     from carrental.spark.jobs import (
+        JOBS,
         check_batch,
-        run_user_transaction_analysis,
-        run_vehicle_location_performance,
+        run_job,
     )
     from carrental.spark.session import build_session
     from carrental.spark.sources import CsvInputs
@@ -43,15 +43,15 @@ def measure(batch: Path, shared: bool) -> dict[str, float]:
     spark.sparkContext.setLogLevel("ERROR")
     pid = spark._jvm.ProcessHandle.current().pid()
     seconds = {"session start": time.perf_counter() - started}
-    for job in (run_vehicle_location_performance, run_user_transaction_analysis):
+    for job in JOBS:
         started = time.perf_counter()
-        job(spark, inputs, output, "bench")
-        seconds[job.__name__.removeprefix("run_")] = time.perf_counter() - started
+        run_job(job, spark, inputs, output, "bench")
+        seconds[job] = time.perf_counter() - started
     if shared:
         started = time.perf_counter()
         checked = check_batch(spark, inputs)
-        for job in (run_vehicle_location_performance, run_user_transaction_analysis):
-            job(spark, inputs, output, "bench-shared", batch=checked)
+        for job in JOBS:
+            run_job(job, spark, inputs, output, "bench-shared", batch=checked)
         checked.unpersist()
         seconds["both jobs, one checked batch"] = time.perf_counter() - started
     seconds["JVM CPU s"] = cpu_seconds(pid)

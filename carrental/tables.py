@@ -18,8 +18,12 @@ from dataclasses import dataclass
 
 from carrental.contracts import MONEY_PRECISION, MONEY_SCALE
 
+# The Spark jobs, in the order a local run runs them: one EMR Serverless job run each on AWS
+# (emr_jobs/<job>.py, one branch of the workflow's Parallel state); carrental.spark.jobs.JOBS
+# builds each one's tables.
 VEHICLE_LOCATION_PERFORMANCE = "vehicle_location_performance"
 USER_TRANSACTION_ANALYSIS = "user_transaction_analysis"
+JOBS = (VEHICLE_LOCATION_PERFORMANCE, USER_TRANSACTION_ANALYSIS)
 
 # Column types, spelled as Spark SQL names them (and as the Parquet files read back in Spark).
 INT = "INT"
@@ -78,6 +82,8 @@ class Table:
         names = [c.name for c in self.columns]
         if len(set(names)) != len(names):
             raise ValueError(f"{self.name}: a column is listed twice: {names}")
+        if self.job not in JOBS:
+            raise ValueError(f"{self.name}: unknown job {self.job!r} (jobs: {', '.join(JOBS)})")
         unknown = [k for k in self.key if k not in names]
         if unknown:
             raise ValueError(f"{self.name}: key columns {unknown} are not columns of the table")

@@ -247,9 +247,9 @@ def _spark_jobs(store, run_id, log_file, on_job, running, outcome, stopping):
     from pyspark import SparkFiles
 
     from carrental.spark.jobs import (
+        JOBS,
         check_batch,
-        run_user_transaction_analysis,
-        run_vehicle_location_performance,
+        run_job,
     )
     from carrental.spark.session import build_session
     from carrental.spark.sources import StagedInputs
@@ -276,10 +276,6 @@ def _spark_jobs(store, run_id, log_file, on_job, running, outcome, stopping):
         root = str(store.root.resolve())
         source = StagedInputs(root, manifest, keep_checked=True)
         output = lake.processed_prefix(root)
-        steps = [
-            ("vehicle_location_performance", run_vehicle_location_performance),
-            ("user_transaction_analysis", run_user_transaction_analysis),
-        ]
         if stopping.is_set():
             raise _Stopped
         on_job("reading and checking the inputs")
@@ -288,13 +284,13 @@ def _spark_jobs(store, run_id, log_file, on_job, running, outcome, stopping):
         batch = check_batch(spark, source)
         timings["check_batch"] = time.perf_counter() - started
         try:
-            for job_name, job in steps:
+            for job in JOBS:
                 if stopping.is_set():
                     raise _Stopped
-                on_job(job_name)
+                on_job(job)
                 started = time.perf_counter()
-                tables.update(job(spark, source, output, run_id, batch=batch))
-                timings[job_name] = time.perf_counter() - started
+                tables.update(run_job(job, spark, source, output, run_id, batch=batch))
+                timings[job] = time.perf_counter() - started
             held_back = [
                 {"source_file": s.source_file, "dataset": s.dataset, "reason": s.reason}
                 | {"rows": s.rows, "rejected_rows": s.rejected_rows}

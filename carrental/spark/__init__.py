@@ -13,7 +13,7 @@ Modules, in the order data flows (extract -> pure transforms -> load):
                 (Parquet, <output>/<table>/run_id=<id>/, overwriting that run only)
     rules       contract-driven parsing and rule flags (reject / warn) of every row
     transforms  DataFrame -> DataFrame: the eight output tables
-    jobs        run_vehicle_location_performance, run_user_transaction_analysis; check_batch
+    jobs        JOBS (each job's tables), run_job; check_batch
                 (both jobs check the whole batch; a process running both can check it once)
     entrypoint  the shared command line of emr_jobs/
 

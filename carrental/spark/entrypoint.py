@@ -20,14 +20,9 @@ from pyspark.sql import SparkSession
 from carrental import lake
 from carrental.contracts import DEFAULT_REJECT_THRESHOLD
 from carrental.inputs import Manifest
-from carrental.spark.jobs import run_user_transaction_analysis, run_vehicle_location_performance
+from carrental.spark.jobs import run_job
 from carrental.spark.session import build_session
 from carrental.spark.sources import CsvInputs, StagedInputs
-
-JOBS = {
-    "vehicle_location_performance": run_vehicle_location_performance,
-    "user_transaction_analysis": run_user_transaction_analysis,
-}
 
 log = logging.getLogger("carrental.spark")
 
@@ -166,7 +161,7 @@ def main(job: str, argv: list[str] | None = None) -> int:
                     "rental_transactions": args.rentals,
                 }
                 source, output = CsvInputs(paths, args.reject_threshold), args.output
-            counts = JOBS[job](spark, source, output, run_id)
+            counts = run_job(job, spark, source, output, run_id)
         finally:
             if not embedded:  # a session this process already had is its owner's to stop
                 spark.stop()

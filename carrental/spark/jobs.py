@@ -32,7 +32,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as st
 
 from carrental import checked as checked_layer
-from carrental import lake
+from carrental import lake, tables
 from carrental.contracts import DATASETS, RENTAL_TRANSACTIONS, Severity
 from carrental.inputs import HELD_BACK, SNAPSHOT_DATASETS, USED
 from carrental.spark import transforms
@@ -85,7 +85,7 @@ BROADCAST_REJECTED_ROWS = 100_000
 # the same vehicles and users (a day's file against a long history), up to this many.
 BROADCAST_NEW_RENTALS = 1_000_000
 # The job that writes checked entries (the lighter of the two: three tables).
-CHECKED_ENTRIES_WRITER = "vehicle_location_performance"
+CHECKED_ENTRIES_WRITER = tables.VEHICLE_LOCATION_PERFORMANCE
 # Tables (and entries) written at the same time: Spark runs the jobs side by side, so one
 # table's planning and small final stages overlap another's work.
 PARALLEL_WRITES = 4
@@ -522,14 +522,14 @@ def _in_parallel(writes: Sequence[Callable[[], object]]) -> list:
 
 
 def _write_job_tables(
-    job: str, tables: Mapping[str, DataFrame], output: str, run_id: str, batch: CheckedBatch
+    job: str, frames: Mapping[str, DataFrame], output: str, run_id: str, batch: CheckedBatch
 ) -> dict[str, int]:
     expected = [t for t, writer in lake.TABLES.items() if writer == job]
-    if sorted(tables) != sorted(expected):
-        raise ValueError(f"{job} must write {expected}, not {sorted(tables)}")
-    names = list(tables)
+    if sorted(frames) != sorted(expected):
+        raise ValueError(f"{job} must write {expected}, not {sorted(frames)}")
+    names = list(frames)
     writes: list[Callable[[], object]] = [
-        lambda name=name: write_table(tables[name], output, name, run_id) for name in names
+        lambda name=name: write_table(frames[name], output, name, run_id) for name in names
     ]
     if job == CHECKED_ENTRIES_WRITER:
         writes += batch.entry_writes
@@ -583,7 +583,15 @@ def _user_transaction_tables(spark: SparkSession, batch: CheckedBatch) -> dict[s
     }
 
 
-def run_vehicle_location_performance(
+# Each job's tables, built from a checked batch; carrental.tables says which tables each writes.
+JOBS: dict[str, Callable[[SparkSession, CheckedBatch], dict[str, DataFrame]]] = {
+    tables.VEHICLE_LOCATION_PERFORMANCE: _vehicle_location_tables,
+    tables.USER_TRANSACTION_ANALYSIS: _user_transaction_tables,
+}
+
+
+def run_job(
+    job: str,
     spark: SparkSession,
     source: Source,
     output: str,
@@ -591,32 +599,9 @@ def run_vehicle_location_performance(
     *,
     batch: CheckedBatch | None = None,
 ) -> dict[str, int]:
-    """Write location_performance, vehicle_type_performance and
-    location_vehicle_type_performance of `run_id` under `output` (the processed prefix).
-    Returns each table's row count. `batch`: an already checked batch of the same `source`.
-    Writes the checked entries the batch adds (CHECKED_ENTRIES_WRITER)."""
-    return _run(
-        spark,
-        source,
-        output,
-        run_id,
-        "vehicle_location_performance",
-        _vehicle_location_tables,
-        batch,
-    )
-
-
-def run_user_transaction_analysis(
-    spark: SparkSession,
-    source: Source,
-    output: str,
-    run_id: str,
-    *,
-    batch: CheckedBatch | None = None,
-) -> dict[str, int]:
-    """Write user_metrics, daily_metrics, business_summary, rental_rejects, data_quality and
-    run_inputs of `run_id` under `output` (the processed prefix). Returns each table's row
-    count. `batch`: an already checked batch of the same `source`."""
-    return _run(
-        spark, source, output, run_id, "user_transaction_analysis", _user_transaction_tables, batch
-    )
+    """Write the tables of `job` (carrental.tables) of `run_id` under `output` (the processed
+    prefix). Returns each table's row count. `batch`: an already checked batch of the same
+    `source`. CHECKED_ENTRIES_WRITER also writes the checked entries the batch adds."""
+    if job not in JOBS:
+        raise ValueError(f"unknown job {job!r} (jobs: {', '.join(JOBS)})")
+    return _run(spark, source, output, run_id, job, JOBS[job], batch)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from carrental import tables
 from tests.aws.template import (
     ASL_PATH,
     definition_substitutions,
@@ -153,3 +154,13 @@ def test_the_workflow_runs_spark_crawls_replaces_the_views_queries_reports_then_
     assert resources["PublishRun"] == "arn:aws:states:::lambda:invoke"
     # the publish is the last thing a run does: nothing after it can fail the run
     assert definition["States"]["PublishRun"]["Next"] == "PipelineSucceeded"
+
+
+def test_the_spark_branches_are_the_jobs_in_order(definition) -> None:
+    """One branch per job of carrental.tables.JOBS, running that job's entry point."""
+    branches = definition["States"]["RunSparkJobs"]["Branches"]
+    entry_points = [
+        b["States"][b["StartAt"]]["Parameters"]["JobDriver"]["SparkSubmit"]["EntryPoint"]
+        for b in branches
+    ]
+    assert entry_points == [f"s3://${{ArtifactsBucket}}/jobs/{job}.py" for job in tables.JOBS]

@@ -12,12 +12,9 @@ import pytest
 
 from carrental import checked, lake
 from carrental.local.store import LocalLake
-from carrental.spark.jobs import (
-    check_batch,
-    run_user_transaction_analysis,
-    run_vehicle_location_performance,
-)
+from carrental.spark.jobs import JOBS, check_batch, run_job
 from carrental.spark.sources import StagedInputs
+from carrental.tables import USER_TRANSACTION_ANALYSIS, VEHICLE_LOCATION_PERFORMANCE
 from tests.spark.duckdb_reference import canonical, reference_tables
 from tests.spark.test_jobs import inputs_by_file_name, read_output
 from tests.spark.test_staging import rejects_of, split_rentals
@@ -43,8 +40,8 @@ def run(spark, store: LocalLake, run_id: str, threshold: float = 0.05) -> Path:
     output = lake.processed_prefix(str(store.root))
     batch = check_batch(spark, source)
     try:
-        for job in (run_vehicle_location_performance, run_user_transaction_analysis):
-            job(spark, source, output, run_id, batch=batch)
+        for job in JOBS:
+            run_job(job, spark, source, output, run_id, batch=batch)
     finally:
         batch.unpersist()
     return Path(output)
@@ -254,7 +251,7 @@ def test_only_the_writer_job_writes_entries_and_a_partial_entry_is_never_read(
     manifest = store.inputs().manifest("alone", "2026-12-01T00:00:00+00:00", 0.05)
     source = StagedInputs(str(store.root), manifest, keep_checked=True)
     output = lake.processed_prefix(str(store.root))
-    run_user_transaction_analysis(spark, source, output, "alone")
+    run_job(USER_TRANSACTION_ANALYSIS, spark, source, output, "alone")
     assert not Path(store.root, checked.CHECKED).exists()
     # an interrupted write: data without its marker, under a name no marker gives
     entry = checked.history_entries(manifest)[0][1]
@@ -263,7 +260,7 @@ def test_only_the_writer_job_writes_entries_and_a_partial_entry_is_never_read(
     )
     partial.mkdir(parents=True)
     (partial / "part-00000.parquet").write_bytes(b"not parquet")
-    run_vehicle_location_performance(spark, source, output, "alone")
+    run_job(VEHICLE_LOCATION_PERFORMANCE, spark, source, output, "alone")
     assert len(complete(store, RENTALS)) == 2
     again = run(spark, store, "again")
     assert_as_computed(again, "again", clean_batch, days[:2])

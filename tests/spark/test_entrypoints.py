@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import SparkSession
 
-from carrental import lake
-from carrental.spark.entrypoint import JOBS, _headline, build_parser, main
+from carrental import lake, tables
+from carrental.spark.entrypoint import _headline, build_parser, main
+from carrental.spark.jobs import JOBS
 from tests.conftest import REPO_ROOT
 from tests.spark.test_jobs import write_hand_batch
 
@@ -30,6 +31,12 @@ def flags(folder, output, run_id="emr-1", vehicles=None) -> list[str]:
         # the hand batch breaks rules on purpose: no file is held back for it
         *("--reject-threshold", "1"),
     ]
+
+
+def test_one_list_of_jobs_drives_the_entry_points_and_the_tables():
+    assert tuple(JOBS) == tables.JOBS
+    assert sorted(p.stem for p in (REPO_ROOT / "emr_jobs").glob("*.py")) == sorted(tables.JOBS)
+    assert set(lake.TABLES.values()) == set(tables.JOBS)
 
 
 def test_both_jobs_take_the_same_flags():

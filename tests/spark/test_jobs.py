@@ -18,19 +18,12 @@ from pyspark.sql import functions as F
 from carrental import lake, tables
 from carrental.contracts import DATASETS, DEFAULT_REJECT_THRESHOLD
 from carrental.spark.io import InputError, write_table
-from carrental.spark.jobs import (
-    CheckedBatch,
-    check_batch,
-    run_user_transaction_analysis,
-    run_vehicle_location_performance,
-)
+from carrental.spark.jobs import JOBS, CheckedBatch, check_batch, run_job
 from carrental.spark.sources import CsvInputs
 from tests.spark.duckdb_reference import canonical, reference_tables
 from tests.table_checks import defined_columns, key_violations, written_columns
 
 pytestmark = pytest.mark.spark
-
-JOBS = (run_vehicle_location_performance, run_user_transaction_analysis)
 
 
 def batch_paths(folder: Path) -> dict[str, str]:
@@ -60,7 +53,14 @@ def dirty_run(spark, dirty_batch, checked_dirty_batch, tmp_path_factory):
     counts: dict[str, int] = {}
     for job in JOBS:
         counts.update(
-            job(spark, batch_inputs(dirty_batch), str(output), "run-1", batch=checked_dirty_batch)
+            run_job(
+                job,
+                spark,
+                batch_inputs(dirty_batch),
+                str(output),
+                "run-1",
+                batch=checked_dirty_batch,
+            )
         )
     return output, counts
 
@@ -184,18 +184,19 @@ def test_a_rerun_replaces_its_run_and_leaves_other_runs_alone(
     before = {t: canonical(read_output(scratch, t, "run-1")[1]) for t in lake.TABLES}
     inputs = batch_inputs(dirty_batch)
     for job, run_id in (
-        (run_user_transaction_analysis, "run-1"),
-        (run_vehicle_location_performance, "run-2"),
+        (tables.USER_TRANSACTION_ANALYSIS, "run-1"),
+        (tables.VEHICLE_LOCATION_PERFORMANCE, "run-2"),
     ):
-        written = job(spark, inputs, str(scratch), run_id, batch=checked_dirty_batch)
+        written = run_job(job, spark, inputs, str(scratch), run_id, batch=checked_dirty_batch)
         assert written == {t: counts[t] for t in written}
     for table, writer in lake.TABLES.items():
-        runs = ["run-1", "run-2"] if writer == "vehicle_location_performance" else ["run-1"]
+        runs = ["run-1", "run-2"] if writer == tables.VEHICLE_LOCATION_PERFORMANCE else ["run-1"]
         assert sorted(p.name for p in (scratch / table).iterdir()) == [f"run_id={r}" for r in runs]
         for run_id in runs:
             assert canonical(read_output(scratch, table, run_id)[1]) == before[table], table
     with pytest.raises(ValueError, match="checked from"):
-        run_user_transaction_analysis(
+        run_job(
+            tables.USER_TRANSACTION_ANALYSIS,
             spark,
             CsvInputs({**batch_paths(dirty_batch), "users": "/elsewhere.csv"}),
             str(scratch),
@@ -210,10 +211,12 @@ def test_a_failed_run_leaves_the_previous_run_intact(spark, dirty_run, tmp_path)
     with open(folder / "users.csv", "a") as f:
         f.write("ffffffffff,Only,Three\n")  # a row with 3 of 9 fields
     with pytest.raises(InputError, match=r"users\.csv row 4: 'ffffffffff,Only,Three'"):
-        run_user_transaction_analysis(spark, batch_inputs(folder), str(output), "run-1")
+        run_job(tables.USER_TRANSACTION_ANALYSIS, spark, batch_inputs(folder), str(output), "run-1")
     assert len(read_output(output, "user_metrics", "run-1")[1]) == counts["user_metrics"]
     with pytest.raises(ValueError, match="invalid run id"):
-        run_vehicle_location_performance(spark, batch_inputs(folder), str(output), "../x")
+        run_job(
+            tables.VEHICLE_LOCATION_PERFORMANCE, spark, batch_inputs(folder), str(output), "../x"
+        )
 
 
 def write_csv(folder: Path, name: str, lines: list[str]) -> None:
@@ -279,8 +282,8 @@ def test_dimension_rejects_are_counted_and_their_rentals_become_orphans(spark, t
     folder = write_hand_batch(tmp_path / "batch")
     output = tmp_path / "processed"
     inputs = batch_inputs(folder, reject_threshold=1.0)
-    counts = run_user_transaction_analysis(spark, inputs, str(output), "hand")
-    run_vehicle_location_performance(spark, inputs, str(output), "hand")
+    counts = run_job(tables.USER_TRANSACTION_ANALYSIS, spark, inputs, str(output), "hand")
+    run_job(tables.VEHICLE_LOCATION_PERFORMANCE, spark, inputs, str(output), "hand")
     _, quality = read_output(output, "data_quality", "hand")
     broken = {(d, r): n for d, r, _, n in quality if n}
     assert broken == {

@@ -26,7 +26,7 @@ from carrental.spark.io import (
     read_staged,
     with_row_numbers,
 )
-from carrental.spark.jobs import run_user_transaction_analysis, run_vehicle_location_performance
+from carrental.spark.jobs import JOBS, run_job
 from carrental.spark.rules import parse, raw
 from carrental.spark.sources import StagedInputs
 from carrental.staging import StagedWriter
@@ -118,8 +118,9 @@ def staged_run(spark, store: LocalLake, run_id: str) -> tuple[Path, dict[str, in
     manifest = store.inputs().manifest(run_id, "2026-12-01T00:00:00+00:00", 0.05)
     source = StagedInputs(str(store.root), manifest)
     output = lake.processed_prefix(str(store.root))
-    counts = run_user_transaction_analysis(spark, source, output, run_id)
-    counts |= run_vehicle_location_performance(spark, source, output, run_id)
+    counts = {}
+    for job in JOBS:
+        counts |= run_job(job, spark, source, output, run_id)
     return Path(output), counts
 
 
