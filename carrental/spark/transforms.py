@@ -1,7 +1,7 @@
 """Pure DataFrame -> DataFrame transforms: the output tables of both jobs.
 
 Inputs are checked datasets (`carrental.spark.rules.check_dataset`) or the valid rentals taken
-from them (`valid_rentals`). Columns and types of every output are documented in docs/tables.md. Money stays DECIMAL: sums are DECIMAL(22, 2)
+from them (`valid_rentals`). Columns and types of every output are defined in carrental/tables.py. Money stays DECIMAL: sums are DECIMAL(22, 2)
 (Spark's exact sum of DECIMAL(12, 2)), averages DECIMAL(16, 6) rounded half up. Hours are
 exact: integer seconds are summed, then divided by 3600 once and rounded half up to HOURS.
 """
@@ -16,10 +16,9 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as st
 
+from carrental import tables
 from carrental.contracts import (
     DATASETS,
-    MONEY_PRECISION,
-    MONEY_SCALE,
     RENTAL_TRANSACTIONS,
     Severity,
 )
@@ -33,7 +32,7 @@ from carrental.spark.rules import (
     violation,
 )
 
-HOURS = st.DecimalType(22, 6)
+HOURS = tables.spark_type(tables.HOURS)
 # Integer seconds as an exact decimal: the sum of any number of bigint seconds fits.
 _SECONDS = st.DecimalType(20, 0)
 RENTAL_SECONDS = "rental_seconds"
@@ -78,10 +77,10 @@ DISTINCT_COUNTS = {
     "date": (VEHICLES, USERS),
 }
 _COUNTED = {VEHICLES: "vehicle_id", USERS: "user_id"}
-AMOUNT = st.DecimalType(MONEY_PRECISION, MONEY_SCALE)
-# Spark's exact sum of DECIMAL(12, 2), and its average (the sum / the count, rounded half up)
-TOTAL = st.DecimalType(MONEY_PRECISION + 10, MONEY_SCALE)
-AVERAGE = st.DecimalType(MONEY_PRECISION + 4, MONEY_SCALE + 4)
+AMOUNT = tables.spark_type(tables.AMOUNT)
+# Spark's exact sum of the amounts, and their average (the sum / the count, rounded half up)
+TOTAL = tables.spark_type(tables.AMOUNT_SUM)
+AVERAGE = tables.spark_type(tables.AMOUNT_AVERAGE)
 _COUNT = st.DecimalType(20, 0)
 _KEYS = {
     "pickup_location": st.IntegerType(),
@@ -407,17 +406,7 @@ def rental_rejects(checked_rentals: DataFrame) -> DataFrame:
 
 
 RUN_INPUTS_SCHEMA = st.StructType(
-    [
-        st.StructField("input_order", st.IntegerType()),
-        st.StructField("dataset", st.StringType()),
-        st.StructField("source_file", st.StringType()),
-        st.StructField("content_sha256", st.StringType()),
-        st.StructField("accepted_at", st.TimestampNTZType()),
-        st.StructField("rows", st.LongType()),
-        st.StructField("rejected_rows", st.LongType()),
-        st.StructField("status", st.StringType()),
-        st.StructField("reason", st.StringType()),
-    ]
+    [st.StructField(c.name, tables.spark_type(c.type)) for c in tables.table("run_inputs").columns]
 )
 
 
