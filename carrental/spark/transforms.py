@@ -1,9 +1,10 @@
 """Pure DataFrame -> DataFrame transforms: the output tables of both jobs.
 
 Inputs are checked datasets (`carrental.spark.rules.check_dataset`) or the valid rentals taken
-from them (`valid_rentals`). Columns and types of every output are defined in carrental/tables.py. Money stays DECIMAL: sums are DECIMAL(22, 2)
-(Spark's exact sum of DECIMAL(12, 2)), averages DECIMAL(16, 6) rounded half up. Hours are
-exact: integer seconds are summed, then divided by 3600 once and rounded half up to HOURS.
+from them (`valid_rentals`). Columns and types of every output are defined in
+carrental/tables.py. Money stays DECIMAL: sums are DECIMAL(22, 2) (Spark's exact sum of
+DECIMAL(12, 2)), averages DECIMAL(16, 6) rounded half up. Hours are exact: integer seconds are
+summed, then divided by 3600 once and rounded half up to HOURS.
 """
 
 from __future__ import annotations
