@@ -10,7 +10,7 @@ location exist (inner joins) selects the same rows as the Spark jobs, and joins 
 suffice. It therefore does less work than the jobs (no rule checks, no rental_rejects, no
 data_quality): a lower bound for "the same answer on one machine", which is what a speed
 reference should be. On clean batches its six tables equal, row for row, those of the
-independent *correctness* reference tests/spark/duckdb_reference.py (every rule, exact values;
+independent *correctness* reference reference/kpis.py (every rule, exact values;
 compared on data/sample and a --scale 1 batch when this script was written); benchmarks/run.py
 checks on every run that its total revenue and rental count equal the pipeline's, so that the
 speed ratio compares like with like.

@@ -8,7 +8,7 @@ the check says so and exits 2 before Spark starts.
 
 Runs both jobs on one local SparkSession (the batch checked once, as the local runner does),
 then compares every output table, row for row and exactly (money to the cent, averages and
-hours to the 6th decimal), with tests/spark/duckdb_reference.py: plain Python for the row rules
+hours to the 6th decimal), with reference/kpis.py: plain Python for the row rules
 and DuckDB for the aggregates, no code shared with carrental.spark. Prints the headline answers
 (top location by revenue, most rented vehicle type, top spender) and exits 1 on any difference.
 Tests cannot depend on the lab data, so this lives here.
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))  # the independent reference lives with the tests
+sys.path.insert(0, str(REPO_ROOT))  # the independent reference (reference/) is not packaged
 
 from carrental import lake  # noqa: E402
 from carrental.contracts import DATASETS  # noqa: E402
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Spark, pyarrow and the reference are imported only now: a wrong folder is answered at
     # once, without loading them or starting a JVM.
-    from tests.spark.duckdb_reference import canonical, reference_tables
+    from reference.kpis import canonical, reference_tables
 
     with tempfile.TemporaryDirectory(prefix="lab_check_") as scratch:
         output = Path(scratch) / "processed"

@@ -3,7 +3,7 @@ Spark, real DuckDB, real files, the daily lifecycle of a lake.
 
 Expected numbers come from independent computations: a DuckDB query over the raw CSVs (minus
 the rows defects.json says were corrupted) for the headline KPIs, and
-tests/spark/duckdb_reference.py for the tables of a rental history.
+reference/kpis.py for the tables of a rental history.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from carrental.local import catalog
 from carrental.local.runner import StageError, run_pipeline
 from carrental.local.store import LakeBusy, LocalLake
 from carrental.report_html import REJECTS_SHOWN
+from reference.kpis import canonical, reference_tables
 from tests.conftest import REPO_ROOT
 from tests.local.report_page import assert_page_shows_summary, open_report
-from tests.spark.duckdb_reference import canonical, reference_tables
 from tests.table_checks import defined_columns, key_violations, written_columns
 
 pytestmark = pytest.mark.spark

@@ -1,6 +1,6 @@
 """Runs that reuse what earlier runs checked (carrental.checked) give exactly the tables of a run
 that checks everything: each case runs on a lake whose earlier runs left checked entries, and
-compares with the independent computation of tests/spark/duckdb_reference.py over the same
+compares with the independent computation of reference/kpis.py over the same
 history, and with a fresh lake's run byte for byte."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from carrental.local.store import LocalLake
 from carrental.spark.jobs import JOBS, check_batch, run_job
 from carrental.spark.sources import StagedInputs
 from carrental.tables import USER_TRANSACTION_ANALYSIS, VEHICLE_LOCATION_PERFORMANCE
-from tests.spark.duckdb_reference import canonical, reference_tables
+from reference.kpis import canonical, reference_tables
 from tests.spark.test_jobs import inputs_by_file_name, read_output
 from tests.spark.test_staging import rejects_of, split_rentals
 

@@ -1,5 +1,5 @@
 """Both jobs end to end on generated batches: every output table against an independent
-computation (tests/spark/duckdb_reference.py), rejects against defects.json, idempotent runs."""
+computation (reference/kpis.py), rejects against defects.json, idempotent runs."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from carrental.contracts import DATASETS, DEFAULT_REJECT_THRESHOLD
 from carrental.spark.io import InputError, write_table
 from carrental.spark.jobs import JOBS, CheckedBatch, check_batch, run_job
 from carrental.spark.sources import CsvInputs
-from tests.spark.duckdb_reference import canonical, reference_tables
+from reference.kpis import canonical, reference_tables
 from tests.table_checks import defined_columns, key_violations, written_columns
 
 pytestmark = pytest.mark.spark

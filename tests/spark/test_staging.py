@@ -3,7 +3,7 @@
 The upload validator stages every accepted file as typed Parquet (carrental.staging); the jobs
 read that instead of the CSV. These tests hold the two parsers to the same values, row by row
 and column by column, and run the jobs on a staged rental history against the independent
-computation of tests/spark/duckdb_reference.py.
+computation of reference/kpis.py.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from carrental.spark.rules import parse, raw
 from carrental.spark.sources import StagedInputs
 from carrental.staging import StagedWriter
 from carrental.validation import validate_stream
-from tests.spark.duckdb_reference import canonical, reference_tables
+from reference.kpis import canonical, reference_tables
 from tests.spark.test_jobs import inputs_by_file_name, read_output
 
 pytestmark = pytest.mark.spark
