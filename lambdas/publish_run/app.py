@@ -12,27 +12,20 @@ Every log line carries the run id as the correlation id.
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from publish import Aws, Settings, parse_request, publish_run
 
+from carrental.aws.runtime import boto3_clients, utc_now
+
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
-
-
-def clock() -> datetime:
-    return datetime.now(UTC)
-
-
-@functools.cache
-def aws_clients() -> Aws:
-    """Created once per container, on first use (so tests can mock AWS before)."""
-    return Aws(s3=boto3.client("s3"), sns=boto3.client("sns"), dynamodb=boto3.client("dynamodb"))
+clock = utc_now
+# created once per container, on first use (after a test has set up moto)
+aws_clients = functools.cache(functools.partial(boto3_clients, Aws))
 
 
 @logger.inject_lambda_context(log_event=True, clear_state=True, correlation_id_path="run_id")

@@ -11,33 +11,21 @@ Every log line of a run's decisions carries its run id as the correlation id.
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer, single_metric
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import SQSEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from scheduler import Aws, Settings, finish, start
 
+from carrental.aws.runtime import boto3_clients, utc_now
+
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
-
-
-def clock() -> datetime:
-    return datetime.now(UTC)
-
-
-@functools.cache
-def aws_clients() -> Aws:
-    """Created once per container, on first use (so tests can mock AWS before)."""
-    return Aws(
-        s3=boto3.client("s3"),
-        sqs=boto3.client("sqs"),
-        dynamodb=boto3.client("dynamodb"),
-        stepfunctions=boto3.client("stepfunctions"),
-    )
+clock = utc_now
+# created once per container, on first use (after a test has set up moto)
+aws_clients = functools.cache(functools.partial(boto3_clients, Aws))
 
 
 @logger.inject_lambda_context(clear_state=True)

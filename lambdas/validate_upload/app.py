@@ -13,9 +13,8 @@ key and version id.
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime
+from datetime import datetime
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import (
@@ -25,24 +24,14 @@ from aws_lambda_powertools.utilities.data_classes import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from upload import Aws, Outcome, Settings, Upload, process_upload
 
+from carrental.aws.runtime import boto3_clients, utc_now
+
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
-
-
-def clock() -> datetime:
-    return datetime.now(UTC)
-
-
-@functools.cache
-def aws_clients() -> Aws:
-    """Created once per container, on first use (so tests can mock AWS before)."""
-    return Aws(
-        s3=boto3.client("s3"),
-        sns=boto3.client("sns"),
-        dynamodb=boto3.client("dynamodb"),
-        sqs=boto3.client("sqs"),
-    )
+clock = utc_now
+# created once per container, on first use (after a test has set up moto)
+aws_clients = functools.cache(functools.partial(boto3_clients, Aws))
 
 
 @logger.inject_lambda_context(clear_state=True)
