@@ -80,12 +80,13 @@ def test_the_report_writes_the_money_and_hours_columns_with_two_decimals():
             {"columns": (tables.OutputColumn("a", "INT", "?"),) * 2},
             r"a column is listed twice",
         ),
+        ({"job": "j"}, r"t: unknown job 'j'"),
     ],
 )
 def test_a_definition_that_contradicts_itself_is_an_error(change, error):
     fields = {
         "name": "t",
-        "job": "j",
+        "job": tables.JOBS[0],
         "grain": "g",
         "key": ("a",),
         "description": "d",
