@@ -51,6 +51,8 @@ from pathlib import Path
 from process_stats import cpu_seconds, peak_rss_mb
 from validation_throughput import compare
 
+from carrental.tables import JOBS, KPI_TABLES
+
 BENCHMARKS = Path(__file__).resolve().parent
 REPO = BENCHMARKS.parent
 RESULTS = BENCHMARKS / "results.md"
@@ -58,15 +60,6 @@ BASELINE = BENCHMARKS / "baseline.json"
 SEED = 1
 RENTALS = "rental_transactions"
 DIMENSIONS = ("vehicles", "locations", "users")
-KPI_TABLES = (
-    "location_performance",
-    "vehicle_type_performance",
-    "location_vehicle_type_performance",
-    "user_metrics",
-    "daily_metrics",
-    "business_summary",
-)
-JOBS = ("vehicle_location_performance", "user_transaction_analysis")
 DAILY_SCALE, DAILY_RENTALS = 50, 20_080  # a --scale 1 day of rentals on a --scale 50 history
 
 # EMR Serverless, US East (N. Virginia), x86 workers, on-demand: the published rates of

@@ -259,19 +259,7 @@ def location_performance_of(aggregates: DataFrame, locations: DataFrame) -> Data
     )
     names = locations.select("location_id", "location_name", "city", "state")
     return per_location.join(F.broadcast(names), "location_id").select(
-        "location_id",
-        "location_name",
-        "city",
-        "state",
-        "rental_count",
-        "total_revenue",
-        "avg_rental_amount",
-        "min_rental_amount",
-        "max_rental_amount",
-        "unique_vehicles",
-        "unique_users",
-        "total_rental_hours",
-        "avg_rental_hours",
+        *tables.table("location_performance").column_names
     )
 
 
@@ -312,22 +300,7 @@ def user_metrics_of(aggregates: DataFrame, users: DataFrame) -> DataFrame:
     return (
         per_user.join(names, "user_id")
         .withColumn("spend_rank", F.row_number().over(by_spend))
-        .select(
-            "user_id",
-            "first_name",
-            "last_name",
-            "email",
-            "rental_count",
-            "total_spent",
-            "avg_rental_amount",
-            "min_rental_amount",
-            "max_rental_amount",
-            "total_rental_hours",
-            "avg_rental_hours",
-            "first_rental_start",
-            "last_rental_start",
-            "spend_rank",
-        )
+        .select(*tables.table("user_metrics").column_names)
     )
 
 

@@ -8,9 +8,8 @@ import pytest
 
 from carrental import lake
 from carrental.cli import main
-from carrental.local import catalog
 from carrental.local.store import LakeError, LocalLake
-from tests.local.conftest import TABLE_ROWS, write_run
+from tests.local.conftest import TABLE_ROWS, query, write_run
 
 # Rows per table of one hand-made run (tests/local/conftest.py), counted by hand.
 ROWS = {
@@ -24,14 +23,6 @@ ROWS = {
     "data_quality": 3,
     "run_inputs": 2,
 }
-
-
-def query(lake_root: Path, sql: str) -> list[tuple]:
-    con = catalog.open_catalog(lake_root)
-    try:
-        return catalog.run_query(con, sql)[1]
-    finally:
-        con.close()
 
 
 def publish(lake_root: Path, run_id: str) -> None:

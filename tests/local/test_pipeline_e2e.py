@@ -25,12 +25,12 @@ import pytest
 from carrental import lake, tables
 from carrental.cli import main
 from carrental.generate import generate
-from carrental.local import catalog
 from carrental.local.runner import StageError, run_pipeline
 from carrental.local.store import LakeBusy, LocalLake
 from carrental.report_html import REJECTS_SHOWN
 from reference.kpis import canonical, reference_tables
 from tests.conftest import REPO_ROOT
+from tests.local.conftest import query
 from tests.local.report_page import assert_page_shows_summary, open_report
 from tests.table_checks import defined_columns, key_violations, written_columns
 
@@ -123,14 +123,6 @@ def expected_summary(batch: Path) -> dict[str, str]:
 def read_summary(report_dir: Path) -> dict[str, str]:
     with open(report_dir / "summary.csv", newline="") as f:
         return {row["metric"]: row["value"] for row in csv.DictReader(f)}
-
-
-def query(lake_root: Path, sql: str) -> list[tuple]:
-    con = catalog.open_catalog(lake_root)
-    try:
-        return catalog.run_query(con, sql)[1]
-    finally:
-        con.close()
 
 
 def published_run(lake_root: Path) -> str | None:

@@ -14,7 +14,7 @@ from carrental import checked, lake
 from carrental.local.store import LocalLake
 from carrental.spark.jobs import JOBS, check_batch, run_job
 from carrental.spark.sources import StagedInputs
-from carrental.tables import USER_TRANSACTION_ANALYSIS, VEHICLE_LOCATION_PERFORMANCE
+from carrental.tables import KPI_TABLES, USER_TRANSACTION_ANALYSIS, VEHICLE_LOCATION_PERFORMANCE
 from reference.kpis import canonical, reference_tables
 from tests.spark.test_jobs import inputs_by_file_name, read_output
 from tests.spark.test_staging import rejects_of, split_rentals
@@ -22,14 +22,6 @@ from tests.spark.test_staging import rejects_of, split_rentals
 pytestmark = pytest.mark.spark
 
 RENTALS = "rental_transactions"
-KPI_TABLES = (
-    "location_performance",
-    "vehicle_type_performance",
-    "location_vehicle_type_performance",
-    "user_metrics",
-    "daily_metrics",
-    "business_summary",
-)
 
 
 def run(spark, store: LocalLake, run_id: str, threshold: float = 0.05) -> Path:
