@@ -69,6 +69,7 @@ STATUSES = (USED, HELD_BACK)
 # importing Spark.
 CHECK_CODE = (
     "contracts.py",
+    "tables.py",  # the aggregates' amount types
     "staging.py",
     "checked.py",
     "spark/io.py",
