@@ -43,6 +43,8 @@ CONFLICT_ATTEMPTS = 5
 # SendMessage's DelaySeconds: "Valid values: 0 to 900":
 # https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html
 MAX_DELAY_SECONDS = 900
+# What a put, update or delete answers when the item does not meet its ConditionExpression:
+# https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_PutItem.html#API_PutItem_Errors
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
@@ -183,14 +185,20 @@ def _lock(item: dict | None) -> Lock:
     )
 
 
-def _condition_failed(exc: ClientError) -> bool:
-    return exc.response["Error"]["Code"] == _CONDITION_FAILED
-
-
 class Ledger:
     def __init__(self, dynamodb, table: str) -> None:
         self.dynamodb = dynamodb
         self.table = table
+
+    def _write_if(self, write, **request) -> dict | None:
+        """`write` (the client's put_item, update_item or delete_item) on the table, with the
+        condition in `request`: DynamoDB's answer, or None when the item did not meet it."""
+        try:
+            return write(TableName=self.table, **request)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != _CONDITION_FAILED:
+                raise
+            return None
 
     # ------------------------------------------------------------------ reading
 
@@ -256,31 +264,21 @@ class Ledger:
                 "ExpressionAttributeValues": {":seen": _n(revision)},
             }
         )
-        try:
-            self.dynamodb.put_item(
-                TableName=self.table, Item=_entry_item(file, arrival, revision + 1), **condition
-            )
-            return True
-        except ClientError as exc:
-            if not _condition_failed(exc):
-                raise
-            return False
+        written = self._write_if(
+            self.dynamodb.put_item, Item=_entry_item(file, arrival, revision + 1), **condition
+        )
+        return written is not None
 
     def withdraw(self, key: str, sha256: str) -> bool:
         """Take a rentals file out of the history (held back by a run's gate), unless the ledger
         holds other content under its key by now (a correction gets its own chance)."""
-        try:
-            self.dynamodb.delete_item(
-                TableName=self.table,
-                Key=_address(HISTORY_DATASET, key),
-                ConditionExpression="sha256 = :sha",
-                ExpressionAttributeValues={":sha": _s(sha256)},
-            )
-            return True
-        except ClientError as exc:
-            if not _condition_failed(exc):
-                raise
-            return False
+        deleted = self._write_if(
+            self.dynamodb.delete_item,
+            Key=_address(HISTORY_DATASET, key),
+            ConditionExpression="sha256 = :sha",
+            ExpressionAttributeValues={":sha": _s(sha256)},
+        )
+        return deleted is not None
 
     # ------------------------------------------------------------------ the settle window
 
@@ -305,27 +303,20 @@ class Ledger:
 
     def end_validating(self, key: str, version_id: str | None, attempt: str, now: datetime) -> None:
         """Remove this attempt's mark (not a later attempt's) and stamp the activity."""
-        try:
-            self.dynamodb.delete_item(
-                TableName=self.table,
-                Key=_validating_key(key, version_id),
-                ConditionExpression="attempt = :attempt",
-                ExpressionAttributeValues={":attempt": _s(attempt)},
-            )
-        except ClientError as exc:
-            if not _condition_failed(exc):
-                raise
-        try:
-            self.dynamodb.update_item(
-                TableName=self.table,
-                Key={"pk": _s(PIPELINE), "sk": _s(ACTIVITY)},
-                UpdateExpression="SET last_activity_at = :now",
-                ConditionExpression="attribute_not_exists(last_activity_at) OR last_activity_at < :now",
-                ExpressionAttributeValues={":now": _s(_timestamp(now))},
-            )
-        except ClientError as exc:  # a later validation stamped it already
-            if not _condition_failed(exc):
-                raise
+        self._write_if(
+            self.dynamodb.delete_item,
+            Key=_validating_key(key, version_id),
+            ConditionExpression="attempt = :attempt",
+            ExpressionAttributeValues={":attempt": _s(attempt)},
+        )
+        # not written when a later validation stamped it already
+        self._write_if(
+            self.dynamodb.update_item,
+            Key={"pk": _s(PIPELINE), "sk": _s(ACTIVITY)},
+            UpdateExpression="SET last_activity_at = :now",
+            ConditionExpression="attribute_not_exists(last_activity_at) OR last_activity_at < :now",
+            ExpressionAttributeValues={":now": _s(_timestamp(now))},
+        )
 
     def validating(self, now: datetime, stale_after: timedelta) -> list[dict]:
         """The uploads being validated, without marks older than `stale_after` (their function
@@ -343,20 +334,15 @@ class Ledger:
         return _lock(self._get({"pk": _s(PIPELINE), "sk": _s(LOCK)}))
 
     def _update_lock(self, update: str, condition: str, values: dict) -> Lock | None:
-        try:
-            answer = self.dynamodb.update_item(
-                TableName=self.table,
-                Key={"pk": _s(PIPELINE), "sk": _s(LOCK)},
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as exc:
-            if not _condition_failed(exc):
-                raise
-            return None
-        return _lock(answer["Attributes"])
+        answer = self._write_if(
+            self.dynamodb.update_item,
+            Key={"pk": _s(PIPELINE), "sk": _s(LOCK)},
+            UpdateExpression=update,
+            ConditionExpression=condition,
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+        )
+        return None if answer is None else _lock(answer["Attributes"])
 
     def acquire(self, run_id: str, now: datetime, seen: Lock, *, holder_ran: bool) -> Lock | None:
         """Take the lock for `run_id` if it is still as `seen` (free, or held by a run that may
