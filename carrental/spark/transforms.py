@@ -338,31 +338,6 @@ def business_summary_of(aggregates: DataFrame) -> DataFrame:
     )
 
 
-def location_performance(rentals: DataFrame, locations: DataFrame) -> DataFrame:
-    """location_performance of valid rentals (`valid_rentals`)."""
-    return location_performance_of(merge_aggregates(rental_aggregates(rentals)), locations)
-
-
-def vehicle_type_performance(rentals: DataFrame) -> DataFrame:
-    return vehicle_type_performance_of(merge_aggregates(rental_aggregates(rentals)))
-
-
-def location_vehicle_type_performance(rentals: DataFrame) -> DataFrame:
-    return location_vehicle_type_performance_of(merge_aggregates(rental_aggregates(rentals)))
-
-
-def user_metrics(rentals: DataFrame, users: DataFrame) -> DataFrame:
-    return user_metrics_of(merge_aggregates(rental_aggregates(rentals)), users)
-
-
-def daily_metrics(rentals: DataFrame) -> DataFrame:
-    return daily_metrics_of(merge_aggregates(rental_aggregates(rentals)))
-
-
-def business_summary(rentals: DataFrame) -> DataFrame:
-    return business_summary_of(merge_aggregates(rental_aggregates(rentals)))
-
-
 def rental_rejects(checked_rentals: DataFrame) -> DataFrame:
     """Every rental row that breaks a reject rule: its fields as read (text), the names of all
     the reject rules it breaks in contract order joined by ';', and where it came from."""

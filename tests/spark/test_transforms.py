@@ -34,11 +34,21 @@ def rentals(spark) -> DataFrame:
     )
 
 
+def aggregates_of(rentals: DataFrame) -> DataFrame:
+    """The aggregates a job computes from one batch's valid rentals: every table reads them."""
+    return transforms.merge_aggregates(transforms.rental_aggregates(rentals))
+
+
+@pytest.fixture(scope="module")
+def aggregates(rentals) -> DataFrame:
+    return aggregates_of(rentals)
+
+
 def rows(frame: DataFrame) -> list[tuple]:
     return sorted(tuple(r) for r in frame.collect())
 
 
-def test_location_performance(spark, rentals):
+def test_location_performance(spark, aggregates):
     locations = spark.createDataFrame(
         [
             (10, "Bean, LLC", "Fontana", "CA"),
@@ -47,7 +57,7 @@ def test_location_performance(spark, rentals):
         ],
         "location_id int, location_name string, city string, state string",
     )
-    assert rows(transforms.location_performance(rentals, locations)) == [
+    assert rows(transforms.location_performance_of(aggregates, locations)) == [
         # A, B, D: 120.01 / 3 = 40.003333…; 22800 s = 6.333333… h, / 3 = 2.111111… h
         (
             10,
@@ -83,8 +93,8 @@ def test_location_performance(spark, rentals):
     ]
 
 
-def test_vehicle_type_performance(rentals):
-    assert rows(transforms.vehicle_type_performance(rentals)) == [
+def test_vehicle_type_performance(aggregates):
+    assert rows(transforms.vehicle_type_performance_of(aggregates)) == [
         # A, B, C: 30.02 / 3 = 10.006666… -> 10.006667; 10200 s = 2.833333… h; / 3 = 0.944444… h
         (
             "basic",
@@ -101,8 +111,8 @@ def test_vehicle_type_performance(rentals):
     ]
 
 
-def test_location_vehicle_type_performance(rentals):
-    assert rows(transforms.location_vehicle_type_performance(rentals)) == [
+def test_location_vehicle_type_performance(aggregates):
+    assert rows(transforms.location_vehicle_type_performance_of(aggregates)) == [
         (10, "basic", 2, D("20.01"), D("0.666667")),  # (3600 + 1200) / 2 s = 2/3 h
         (10, "premium", 1, D("100.00"), D("5")),
         (20, "basic", 1, D("10.01"), D("1.5")),
@@ -110,7 +120,7 @@ def test_location_vehicle_type_performance(rentals):
     ]
 
 
-def test_user_metrics_rank_spenders_with_ties_broken_by_user_id(spark, rentals):
+def test_user_metrics_rank_spenders_with_ties_broken_by_user_id(spark, aggregates):
     users = spark.createDataFrame(
         [
             ("u1", "Lisa", "Parker", "l@x"),
@@ -123,7 +133,7 @@ def test_user_metrics_rank_spenders_with_ties_broken_by_user_id(spark, rentals):
     )
     a, b = datetime(2024, 1, 1, 8), datetime(2024, 1, 1, 20)
     c, d, e = datetime(2024, 1, 2, 9), datetime(2024, 1, 2, 10), datetime(2024, 1, 3, 0)
-    assert rows(transforms.user_metrics(rentals, users)) == [
+    assert rows(transforms.user_metrics_of(aggregates, users)) == [
         # u1: 20.01, 2 rentals; 4800 s = 1.333333… h; u3 and u4 tie at 100.00: u3 ranks first
         (
             "u1",
@@ -192,22 +202,22 @@ def test_user_metrics_rank_spenders_with_ties_broken_by_user_id(spark, rentals):
     ]
 
 
-def test_daily_metrics(rentals):
-    assert rows(transforms.daily_metrics(rentals)) == [
+def test_daily_metrics(aggregates):
+    assert rows(transforms.daily_metrics_of(aggregates)) == [
         (date(2024, 1, 1), 2, D("20.01"), D("10.005"), D("10.00"), D("10.01"), 1, 2),
         (date(2024, 1, 2), 2, D("110.01"), D("55.005"), D("10.01"), D("100.00"), 2, 2),
         (date(2024, 1, 3), 1, D("100.00"), D("100"), D("100.00"), D("100.00"), 1, 1),
     ]
 
 
-def test_business_summary(rentals):
+def test_business_summary(aggregates):
     # 230.02 / 5 = 46.004; 35400 s / (5 x 3600) = 1.966666… h
-    assert rows(transforms.business_summary(rentals)) == [
+    assert rows(transforms.business_summary_of(aggregates)) == [
         (D("230.02"), 5, 4, 3, D("46.004"), D("1.966667"), date(2024, 1, 1), date(2024, 1, 3))
     ]
 
 
 def test_business_summary_of_no_valid_rentals_is_one_row_of_zeros(rentals):
-    assert rows(transforms.business_summary(rentals.limit(0))) == [
+    assert rows(transforms.business_summary_of(aggregates_of(rentals.limit(0)))) == [
         (D("0.00"), 0, 0, 0, None, None, None, None)
     ]
