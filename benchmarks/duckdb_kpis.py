@@ -18,13 +18,11 @@ speed ratio compares like with like.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 from process_stats import peak_rss_mb
+from reference_command import run_reference
 
 from carrental.contracts import DATASETS
 
@@ -153,17 +151,9 @@ def compute_kpis(input_dir: Path, out_dir: Path) -> dict[str, int]:
         con.close()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--input", type=Path, required=True, help="folder with the four CSVs")
-    parser.add_argument("--out", type=Path, required=True, help="folder for the Parquet tables")
-    args = parser.parse_args()
-    started = time.perf_counter()
-    rows = compute_kpis(args.input, args.out)
-    seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds, "rows": rows, "peak_rss_mb": peak_rss_mb()}))
-    return 0
+def measured_kpis(input_dir: Path, out_dir: Path) -> dict:
+    return {"rows": compute_kpis(input_dir, out_dir), "peak_rss_mb": peak_rss_mb()}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_reference(__doc__.split("\n", 1)[0], measured_kpis))

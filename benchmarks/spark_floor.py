@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/spark_floor.py --input DIR --out DIR   # prints seconds, JVM CPU s
 
-Reads each of the four CSVs once with an explicit all-string schema, casts the few columns the
-tables use, keeps the valid rentals (keys present, end after start, amount >= 0, vehicle, user
+Reads each of the four CSVs once with an explicit all-string schema (the contracts' columns, in
+file order), casts the few columns the tables use, keeps the valid rentals (keys present, end after start, amount >= 0, vehicle, user
 and pickup location known: on a clean generated batch these are exactly the rentals that break
 no contract rule), joins the dimensions by broadcast and writes location_performance,
 vehicle_type_performance, location_vehicle_type_performance, user_metrics, daily_metrics and
@@ -11,7 +11,8 @@ business_summary as Parquet, with the columns of docs/tables.md. No rule flags, 
 data quality, no lake: the least a Spark job must do for these tables, so `carrental run` /
 this script says what our rules, staging and bookkeeping cost on top of the engine.
 
-It shares no code with carrental.spark (columns and formulas are spelled out here), and runs
+It shares no code with carrental.spark (the tables' columns and formulas are spelled out here;
+only the input files' header comes from carrental.contracts), and runs
 its session as `carrental run` does locally (local[*], UTC, the same driver memory and shuffle
 partitions, no UI), so that the ratio compares work, not settings. benchmarks/run.py checks on
 every run that its tables equal the pipeline's.
@@ -19,11 +20,8 @@ every run that its tables equal the pipeline's.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
-import time
 from pathlib import Path
 
 from process_stats import cpu_seconds, peak_rss_mb
@@ -31,56 +29,10 @@ from pyspark import SparkContext
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as st
+from reference_command import run_reference
 
-HEADERS = {
-    "vehicles": [
-        "active",
-        "vehicle_license_number",
-        "registration_name",
-        "license_type",
-        "expiration_date",
-        "permit_license_number",
-        "certification_date",
-        "vehicle_year",
-        "base_telephone_number",
-        "base_address",
-        "vehicle_id",
-        "last_update_timestamp",
-        "brand",
-        "vehicle_type",
-    ],
-    "locations": [
-        "location_id",
-        "location_name",
-        "address",
-        "city",
-        "state",
-        "zip_code",
-        "latitude",
-        "longitude",
-    ],
-    "users": [
-        "user_id",
-        "first_name",
-        "last_name",
-        "email",
-        "phone_number",
-        "driver_license_number",
-        "driver_license_expiry",
-        "creation_date",
-        "is_active",
-    ],
-    "rental_transactions": [
-        "rental_id",
-        "user_id",
-        "vehicle_id",
-        "rental_start_time",
-        "rental_end_time",
-        "pickup_location",
-        "dropoff_location",
-        "total_amount",
-    ],
-}
+from carrental.contracts import DATASETS
+
 MONEY = st.DecimalType(12, 2)
 HOURS = st.DecimalType(22, 6)
 SECONDS = st.DecimalType(20, 0)
@@ -102,7 +54,8 @@ def session() -> SparkSession:
 
 
 def read(spark: SparkSession, folder: Path, name: str) -> DataFrame:
-    schema = st.StructType([st.StructField(c, st.StringType()) for c in HEADERS[name]])
+    columns = [c.name for c in DATASETS[name].columns]
+    schema = st.StructType([st.StructField(c, st.StringType()) for c in columns])
     return spark.read.csv(
         str(folder / f"{name}.csv"), header=True, schema=schema, quote='"', escape='"'
     )
@@ -244,23 +197,16 @@ def tables(spark: SparkSession, folder: Path) -> dict[str, DataFrame]:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--input", type=Path, required=True, help="folder with the four CSVs")
-    parser.add_argument("--out", type=Path, required=True, help="folder for the Parquet tables")
-    args = parser.parse_args()
-    started = time.perf_counter()
+def write_tables(input_dir: Path, out_dir: Path) -> dict[str, float]:
+    """Write every table to out_dir/<table>/; return the JVM's CPU seconds and peak memory."""
     spark = session()
     spark.sparkContext.setLogLevel("ERROR")
-    for name, frame in tables(spark, args.input).items():
-        frame.write.mode("overwrite").parquet(str(args.out / name))
+    for name, frame in tables(spark, input_dir).items():
+        frame.write.mode("overwrite").parquet(str(out_dir / name))
     spark.stop()
-    seconds = time.perf_counter() - started
     jvm = SparkContext._gateway.proc.pid  # the launcher execs java: the same process
-    numbers = {"seconds": seconds, "jvm_cpu_s": cpu_seconds(jvm), "jvm_peak_mb": peak_rss_mb(jvm)}
-    print(json.dumps(numbers))
-    return 0
+    return {"jvm_cpu_s": cpu_seconds(jvm), "jvm_peak_mb": peak_rss_mb(jvm)}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_reference(__doc__.split("\n", 1)[0], write_tables))
