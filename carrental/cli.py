@@ -327,16 +327,17 @@ def _sync_template_sql(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from carrental.lake import infer_dataset
     from carrental.local.output import print_plain, to_json
-    from carrental.validation import DEFAULT_REJECT_THRESHOLD, validate_path
+    from carrental.validation import validate_path
 
     if args.dataset is not None:
         infer_dataset("", args.dataset)  # an unknown --dataset is a usage error (exit 2)
     _check_files(args.files)
-    threshold = DEFAULT_REJECT_THRESHOLD if args.reject_threshold is None else args.reject_threshold
     verdicts = []
     for path in args.files:
         try:
-            verdicts.append(validate_path(path, dataset=args.dataset, reject_threshold=threshold))
+            verdicts.append(
+                validate_path(path, dataset=args.dataset, reject_threshold=args.reject_threshold)
+            )
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
     INTERRUPTS.check()  # a verdict computed across a Ctrl-C is not one
@@ -405,6 +406,32 @@ def _out_folder(text: str) -> Path:
     return path
 
 
+def _add_lake_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--lake", type=Path, default=Path(".lake"), help="lake folder (.lake/)")
+
+
+def _add_file_arguments(command: argparse.ArgumentParser) -> None:
+    """The CSV files of `ingest` and `validate`, and the dataset they are read as."""
+    command.add_argument("files", nargs="+", type=Path, metavar="FILE", help="CSV file(s)")
+    command.add_argument(
+        "--dataset",
+        help="dataset of every FILE (default: the folder after raw/, else the parent folder, "
+        "else the file name)",
+    )
+
+
+_REJECTS_A_FILE = "reject a file when more than this fraction of rows break a reject rule"
+
+
+def _add_reject_threshold(command: argparse.ArgumentParser, what_it_does: str) -> None:
+    command.add_argument(
+        "--reject-threshold",
+        type=_fraction,
+        default=DEFAULT_REJECT_THRESHOLD,
+        help=f"{what_it_does} ({DEFAULT_REJECT_THRESHOLD})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from carrental.local.output import DEFAULT_MAX_ROWS, FORMATS
 
@@ -453,19 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
         "ingest",
         help="validate CSV files and add them to the lake's inputs (rejected ones: quarantine)",
     )
-    ingest.add_argument("files", nargs="+", type=Path, metavar="FILE", help="CSV file(s)")
-    ingest.add_argument("--lake", type=Path, default=Path(".lake"), help="lake folder (.lake/)")
-    ingest.add_argument(
-        "--dataset",
-        help="dataset of every FILE (default: the folder after raw/, else the parent folder, "
-        "else the file name)",
-    )
-    ingest.add_argument(
-        "--reject-threshold",
-        type=_fraction,
-        default=DEFAULT_REJECT_THRESHOLD,
-        help="reject a file when more than this fraction of rows break a reject rule (0.05)",
-    )
+    _add_file_arguments(ingest)
+    _add_lake_option(ingest)
+    _add_reject_threshold(ingest, _REJECTS_A_FILE)
     ingest.set_defaults(handler=_ingest)
 
     run = commands.add_parser(
@@ -475,14 +492,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--input", type=Path, help="a folder with the four CSVs to ingest first (<dataset>.csv)"
     )
-    run.add_argument("--lake", type=Path, default=Path(".lake"), help="lake folder (.lake/)")
+    _add_lake_option(run)
     run.add_argument("--run-id", help="run id (default: the UTC start time)")
-    run.add_argument(
-        "--reject-threshold",
-        type=_fraction,
-        default=DEFAULT_REJECT_THRESHOLD,
-        help="hold back a rentals file when more than this fraction of its rows break a reject "
-        "rule at run time, foreign keys included (0.05)",
+    _add_reject_threshold(
+        run,
+        "hold back a rentals file when more than this fraction of its rows break a reject rule "
+        "at run time, foreign keys included",
     )
     shown = run.add_mutually_exclusive_group()
     shown.add_argument(
@@ -502,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs = commands.add_parser(
         "runs", help="list the runs of a lake, or compare two runs' headline KPIs"
     )
-    runs.add_argument("--lake", type=Path, default=Path(".lake"), help="lake folder (.lake/)")
+    _add_lake_option(runs)
     runs.add_argument(
         "--compare",
         nargs=2,
@@ -516,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
         "query", help="run Athena (Trino) SQL against the local catalog of the latest run"
     )
     query.add_argument("sql", help='e.g. "SELECT * FROM location_performance LIMIT 5"')
-    query.add_argument("--lake", type=Path, default=Path(".lake"), help="lake folder (.lake/)")
+    _add_lake_option(query)
     query.add_argument(
         "--format",
         choices=FORMATS,
@@ -568,20 +583,11 @@ def build_parser() -> argparse.ArgumentParser:
         "validate",
         help="check CSV files against their dataset contracts (what the upload Lambda runs)",
     )
-    validate.add_argument("files", nargs="+", type=Path, metavar="FILE", help="CSV file(s)")
-    validate.add_argument(
-        "--dataset",
-        help="dataset of every FILE (default: the folder after raw/, else the parent folder, "
-        "else the file name)",
-    )
+    _add_file_arguments(validate)
     validate.add_argument(
         "--json", action="store_true", help="print the verdicts as JSON (as in .errors.json)"
     )
-    validate.add_argument(
-        "--reject-threshold",
-        type=_fraction,
-        help="reject a file when more than this fraction of rows break a reject rule (0.05)",
-    )
+    _add_reject_threshold(validate, _REJECTS_A_FILE)
     validate.set_defaults(handler=_validate)
     return parser
 
