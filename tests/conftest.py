@@ -19,16 +19,19 @@ settings.register_profile("thorough", max_examples=2000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
 
 
+def generated_batch(tmp_path_factory: pytest.TempPathFactory, name: str, **options) -> Path:
+    """A fresh folder `name` with the batch `carrental generate` writes with `options`."""
+    out = tmp_path_factory.mktemp(name)
+    generate(out, **options)
+    return out
+
+
 @pytest.fixture(scope="session")
 def dirty_batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated batch with 3 % injected defects and its defects.json."""
-    out = tmp_path_factory.mktemp("dirty_batch")
-    generate(out, scale=0.2, seed=7, dirty_rate=0.03)
-    return out
+    return generated_batch(tmp_path_factory, "dirty_batch", scale=0.2, seed=7, dirty_rate=0.03)
 
 
 @pytest.fixture(scope="session")
 def clean_batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("clean_batch")
-    generate(out, scale=0.2, seed=11)
-    return out
+    return generated_batch(tmp_path_factory, "clean_batch", scale=0.2, seed=11)

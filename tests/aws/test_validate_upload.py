@@ -14,8 +14,8 @@ import pytest
 
 from carrental import lake
 from carrental.aws.ledger import Ledger
-from carrental.generate import generate
 from tests.aws.daily import BUCKET, EVENTS, SAMPLE, DailyStack, daily_stack
+from tests.conftest import generated_batch
 
 
 @pytest.fixture
@@ -29,9 +29,7 @@ def stack(validate_module, scheduler_module, monkeypatch, tmp_path) -> Iterator[
 @pytest.fixture(scope="module")
 def dirty_rentals_batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A batch small enough to upload quickly, 3 % of its rows broken."""
-    out = tmp_path_factory.mktemp("upload_dirty")
-    generate(out, scale=0.02, seed=6, dirty_rate=0.03)
-    return out
+    return generated_batch(tmp_path_factory, "upload_dirty", scale=0.02, seed=6, dirty_rate=0.03)
 
 
 def nothing_recorded(stack: DailyStack) -> bool:

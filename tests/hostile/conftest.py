@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 
 from carrental.contracts import DATASETS
-from carrental.generate import generate
 from carrental.local.store import LocalLake
+from tests.conftest import generated_batch
 from tests.local.conftest import TABLE_ROWS, write_run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -233,9 +233,7 @@ def spark_env(tmp_path: Path) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def tiny_batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The four CSVs at a hundredth of the lab's sizes (~200 rentals): Spark runs in seconds."""
-    out = tmp_path_factory.mktemp("tiny_batch")
-    generate(out, scale=0.01, seed=4)
-    return out
+    return generated_batch(tmp_path_factory, "tiny_batch", scale=0.01, seed=4)
 
 
 def ready_lake(root: Path, batch: Path) -> Path:

@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 
 from carrental import lake
 from carrental.cli import main
-from carrental.generate import generate
 from carrental.validation import validate_stream
 from tests.aws.conftest import load_function, use_fake_aws
 from tests.aws.daily import daily_stack
+from tests.conftest import generated_batch
 from tests.hostile.conftest import REPO_ROOT, file_states, publish_run
 
 DATASETS = ("vehicles", "locations", "users", "rental_transactions")
@@ -32,8 +32,7 @@ DATASETS = ("vehicles", "locations", "users", "rental_transactions")
 @pytest.fixture(scope="module")
 def valid_csvs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """Small valid files of every dataset (a few dozen rows: mutations stay cheap)."""
-    out = tmp_path_factory.mktemp("fuzz_batch")
-    generate(out, scale=0.002, seed=9)
+    out = generated_batch(tmp_path_factory, "fuzz_batch", scale=0.002, seed=9)
     return {name: (out / f"{name}.csv").read_bytes() for name in DATASETS}
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from carrental.cli import main
-from carrental.generate import generate
 from carrental.local import console, runner, store
+from tests.conftest import generated_batch
 from tests.hostile.conftest import (
     current_run,
     finish,
@@ -42,9 +42,7 @@ def ctrl_c_here() -> None:
 @pytest.fixture(scope="module")
 def big_batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """vehicles.csv of ~90 MB: ingesting it takes about a second, time to interrupt it."""
-    out = tmp_path_factory.mktemp("big_batch")
-    generate(out, scale=20, seed=1)
-    return out
+    return generated_batch(tmp_path_factory, "big_batch", scale=20, seed=1)
 
 
 def test_ctrl_c_while_ingesting_leaves_the_file_out(big_batch, tiny_batch, tmp_path):

@@ -14,6 +14,7 @@ import pytest
 
 from carrental import lake
 from carrental.cli import main
+from tests.conftest import generated_batch
 from tests.hostile.conftest import REPO_ROOT, interrupted, run_cli, run_on_terminal
 
 
@@ -26,11 +27,7 @@ def closed_pipe() -> int:
 
 @pytest.fixture(scope="module")
 def batch_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from carrental.generate import generate
-
-    out = tmp_path_factory.mktemp("plumbing_batch")
-    generate(out, scale=0.05, seed=2)
-    return out
+    return generated_batch(tmp_path_factory, "plumbing_batch", scale=0.05, seed=2)
 
 
 def commands_that_print(lake: Path, batch: Path, tmp: Path) -> dict[str, list[str]]:

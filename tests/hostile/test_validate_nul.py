@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from carrental.cli import main
-from carrental.generate import generate
 from carrental.validation import validate_path
+from tests.conftest import generated_batch
 
 
 @pytest.fixture(scope="module")
 def users_csv(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    out = tmp_path_factory.mktemp("nul_batch")
-    generate(out, scale=0.1, seed=3)  # users.csv: ~290 KB, ~3,000 rows
+    # users.csv: ~290 KB, ~3,000 rows
+    out = generated_batch(tmp_path_factory, "nul_batch", scale=0.1, seed=3)
     return (out / "users.csv").read_bytes()
 
 

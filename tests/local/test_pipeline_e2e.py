@@ -24,12 +24,11 @@ import pytest
 
 from carrental import lake, tables
 from carrental.cli import main
-from carrental.generate import generate
 from carrental.local.runner import StageError, run_pipeline
 from carrental.local.store import LakeBusy, LocalLake
 from carrental.report_html import REJECTS_SHOWN
 from reference.kpis import canonical, reference_tables
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, generated_batch
 from tests.local.conftest import query
 from tests.local.report_page import assert_page_shows_summary, open_report
 from tests.table_checks import defined_columns, key_violations, written_columns
@@ -41,9 +40,7 @@ DIMENSIONS = ("vehicles", "locations", "users")
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("e2e_batch")
-    generate(folder, scale=0.1, seed=5, dirty_rate=0.02)
-    return folder
+    return generated_batch(tmp_path_factory, "e2e_batch", scale=0.1, seed=5, dirty_rate=0.02)
 
 
 @pytest.fixture(scope="module")
