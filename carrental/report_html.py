@@ -81,6 +81,8 @@ HEADLINE = {
 
 # Columns of the report tables that hold counts (shown with thousands separators).
 COUNT_COLUMNS = {"rental_count", "unique_users", "unique_vehicles"}
+# The top spenders' numbers after rank, name, user id and email, each shown as `_cell` shows it.
+SPENDER_NUMBERS = ("rental_count", "total_spent", "avg_rental_amount", "total_rental_hours")
 
 EMPTY = "—"
 
@@ -314,8 +316,9 @@ def _vehicle_types(frame: pd.DataFrame) -> tuple[str, dict]:
             f'<span class="share">{_share(count, total_rentals)}</span></td>'
             f'<td class="num">{money:,}'
             f'<span class="share">{_share(money, total_revenue)}</span></td>'
-            f'<td class="num">{_e(_number(row["avg_rental_amount"], "decimal"))}</td>'
-            f'<td class="num">{_e(_number(row["avg_rental_hours"], "decimal"))}</td></tr>'
+            + _cell("avg_rental_amount", row["avg_rental_amount"])
+            + _cell("avg_rental_hours", row["avg_rental_hours"])
+            + "</tr>"
         )
     table = (
         "<table><thead><tr><th>type</th><th class=num>rentals · share</th>"
@@ -416,10 +419,8 @@ def _spenders(frame: pd.DataFrame) -> str:
         f'<tr><td class="num">{_e(r["spend_rank"])}</td>'
         f"<td>{_e(r['first_name'])} {_e(r['last_name'])}</td>"
         f'<td class="mono">{_e(r["user_id"])}</td><td>{_e(r["email"])}</td>'
-        f'<td class="num">{_e(_number(r["rental_count"], "integer"))}</td>'
-        f'<td class="num">{_e(_number(r["total_spent"], "decimal"))}</td>'
-        f'<td class="num">{_e(_number(r["avg_rental_amount"], "decimal"))}</td>'
-        f'<td class="num">{_e(_number(r["total_rental_hours"], "decimal"))}</td></tr>'
+        + "".join(_cell(c, r[c]) for c in SPENDER_NUMBERS)
+        + "</tr>"
         for r in frame.to_dict("records")
     )
     content = (
