@@ -30,25 +30,23 @@ import pytest
 from carrental.contracts import DATASETS
 from carrental.local.store import LocalLake
 from tests.conftest import generated_batch
-from tests.local.conftest import TABLE_ROWS, write_run
+from tests.local.conftest import TABLE_ROWS, values, write_run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Names a hostile user could have: Rich markup, an emoji code, an ANSI colour sequence, a
 # carriage return that overwrites the line, a right-to-left override, non-ASCII letters.
-HOSTILE_USERS = """
-    SELECT * FROM (VALUES
-      ('0000000001', '[bold]Ryan', 'Smith [/] Sons', 'postgres:x:101 :thumbs_up:', 1::BIGINT,
-       10.00::DECIMAL(22,2), 10.00::DECIMAL(16,6), 10.00::DECIMAL(12,2), 10.00::DECIMAL(12,2),
-       1.0::DOUBLE, 1.0::DOUBLE, TIMESTAMP '2024-01-01 10:00:00',
-       TIMESTAMP '2024-01-01 10:00:00', 1),
-      ('0000000002', 'Gëorge', chr(27) || '[31mred' || chr(13) || 'over', chr(8238) || 'evil',
-       2::BIGINT, 20.00::DECIMAL(22,2), 10.00::DECIMAL(16,6), 10.00::DECIMAL(12,2),
-       10.00::DECIMAL(12,2), 2.0::DOUBLE, 1.0::DOUBLE, TIMESTAMP '2024-01-02 10:00:00',
-       TIMESTAMP '2024-01-02 10:00:00', 2))
-    AS t(user_id, first_name, last_name, email, rental_count, total_spent, avg_rental_amount,
-         min_rental_amount, max_rental_amount, total_rental_hours, avg_rental_hours,
-         first_rental_start, last_rental_start, spend_rank)"""
+HOSTILE_USERS = values(
+    "user_metrics",
+    """('0000000001', '[bold]Ryan', 'Smith [/] Sons', 'postgres:x:101 :thumbs_up:', 1::BIGINT,
+        10.00::DECIMAL(22,2), 10.00::DECIMAL(16,6), 10.00::DECIMAL(12,2), 10.00::DECIMAL(12,2),
+        1.0::DOUBLE, 1.0::DOUBLE, TIMESTAMP '2024-01-01 10:00:00',
+        TIMESTAMP '2024-01-01 10:00:00', 1),
+       ('0000000002', 'Gëorge', chr(27) || '[31mred' || chr(13) || 'over', chr(8238) || 'evil',
+        2::BIGINT, 20.00::DECIMAL(22,2), 10.00::DECIMAL(16,6), 10.00::DECIMAL(12,2),
+        10.00::DECIMAL(12,2), 2.0::DOUBLE, 1.0::DOUBLE, TIMESTAMP '2024-01-02 10:00:00',
+        TIMESTAMP '2024-01-02 10:00:00', 2)""",
+)
 
 
 def publish_run(lake_root: Path, run_id: str = "r1", tables: dict[str, str] = TABLE_ROWS) -> None:

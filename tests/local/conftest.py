@@ -24,65 +24,68 @@ def query(lake_root: Path, sql: str) -> list[tuple]:
         con.close()
 
 
-def columns(table: str) -> str:
-    return ", ".join(tables.table(table).column_names)
+def values(table: str, rows: str) -> str:
+    """A SELECT of `rows` (SQL VALUES tuples), named with `table`'s columns in their order."""
+    return f"SELECT * FROM (VALUES {rows}) AS t({', '.join(tables.table(table).column_names)})"
 
 
 # One SELECT per table, values only: write_run gives them the table's columns and types
 # (carrental.tables), as the Spark jobs write them.
 TABLE_ROWS = {
-    "location_performance": f"""
-        SELECT * FROM (VALUES
-          (1154, 'Bean LLC', 'Fontana', 'CA', 3, 450.00, 150.00, 100.00, 200.00, 2, 3, 30.0,
-           10.0),
-          (2702, 'Jackson, Velazquez and Gonzales', 'Modesto', 'CA', 2, 1300.00, 650.00,
-           600.00, 700.00, 2, 1, 26.0, 13.0))
-        AS t({columns("location_performance")})""",
-    "vehicle_type_performance": f"""
-        SELECT * FROM (VALUES
-          ('basic', 3, 450.00, 150.00, 100.00, 200.00, 2, 45.0, 15.0),
-          ('high_end', 2, 1300.00, 650.00, 600.00, 700.00, 2, 26.0, 13.0))
-        AS t({columns("vehicle_type_performance")})""",
-    "location_vehicle_type_performance": f"""
-        SELECT * FROM (VALUES (1154, 'basic', 3, 450.00, 15.0),
-                              (2702, 'high_end', 2, 1300.00, 13.0))
-        AS t({columns("location_vehicle_type_performance")})""",
-    "user_metrics": f"""
-        SELECT * FROM (VALUES
-          ('0012345678', 'Lisa', 'Parker', 'lisa.parker@gmail.com', 2, 1300.00, 650.00, 600.00,
-           700.00, 26.0, 13.0, TIMESTAMP '2024-01-02 08:00:00',
-           TIMESTAMP '2024-02-01 09:00:00', 1),
-          ('12345e6789', 'Andrew', 'Mcclain', 'andrew.mcclain@yahoo.com', 3, 450.00, 150.00,
-           100.00, 200.00, 45.0, 15.0, TIMESTAMP '2024-01-01 10:00:00',
-           TIMESTAMP '2024-03-01 10:00:00', 2))
-        AS t({columns("user_metrics")})""",
-    "daily_metrics": f"""
-        SELECT * FROM (VALUES
-          (DATE '2024-01-01', 1, 100.00, 100.00, 100.00, 100.00, 1, 1),
-          (DATE '2024-01-02', 4, 1650.00, 412.50, 150.00, 700.00, 2, 3))
-        AS t({columns("daily_metrics")})""",
+    "location_performance": values(
+        "location_performance",
+        """(1154, 'Bean LLC', 'Fontana', 'CA', 3, 450.00, 150.00, 100.00, 200.00, 2, 3, 30.0,
+            10.0),
+           (2702, 'Jackson, Velazquez and Gonzales', 'Modesto', 'CA', 2, 1300.00, 650.00,
+            600.00, 700.00, 2, 1, 26.0, 13.0)""",
+    ),
+    "vehicle_type_performance": values(
+        "vehicle_type_performance",
+        """('basic', 3, 450.00, 150.00, 100.00, 200.00, 2, 45.0, 15.0),
+           ('high_end', 2, 1300.00, 650.00, 600.00, 700.00, 2, 26.0, 13.0)""",
+    ),
+    "location_vehicle_type_performance": values(
+        "location_vehicle_type_performance",
+        """(1154, 'basic', 3, 450.00, 15.0),
+           (2702, 'high_end', 2, 1300.00, 13.0)""",
+    ),
+    "user_metrics": values(
+        "user_metrics",
+        """('0012345678', 'Lisa', 'Parker', 'lisa.parker@gmail.com', 2, 1300.00, 650.00, 600.00,
+            700.00, 26.0, 13.0, TIMESTAMP '2024-01-02 08:00:00',
+            TIMESTAMP '2024-02-01 09:00:00', 1),
+           ('12345e6789', 'Andrew', 'Mcclain', 'andrew.mcclain@yahoo.com', 3, 450.00, 150.00,
+            100.00, 200.00, 45.0, 15.0, TIMESTAMP '2024-01-01 10:00:00',
+            TIMESTAMP '2024-03-01 10:00:00', 2)""",
+    ),
+    "daily_metrics": values(
+        "daily_metrics",
+        """(DATE '2024-01-01', 1, 100.00, 100.00, 100.00, 100.00, 1, 1),
+           (DATE '2024-01-02', 4, 1650.00, 412.50, 150.00, 700.00, 2, 3)""",
+    ),
     "business_summary": """
         SELECT 1750.00 AS total_revenue, 5 AS rental_count, 2 AS unique_customers,
           4 AS unique_vehicles_rented, 350.00 AS avg_rental_amount, 14.2 AS avg_rental_hours,
           DATE '2024-01-01' AS first_rental_date, DATE '2024-01-02' AS last_rental_date""",
-    "rental_rejects": f"""
-        SELECT * FROM (VALUES ('r1', 'u1', 'v1', 'yesterday', '2024-01-01 10:00:00', '1154',
-                               '2702', '10.0', 'rental_start_time_format',
-                               'file:///batch/rental_transactions.csv', 7))
-        AS t({columns("rental_rejects")})""",
-    "data_quality": f"""
-        SELECT * FROM (VALUES
-          ('rental_transactions', 'rental_start_time_format', 'reject', 1),
-          ('rental_transactions', 'rental_by_active_user', 'warn', 2),
-          ('rental_transactions', 'rental_id_unique', 'reject', 0))
-        AS t({columns("data_quality")})""",
-    "run_inputs": f"""
-        SELECT * FROM (VALUES
-          (1, 'vehicles', 'raw/vehicles/vehicles.csv', repeat('a', 64), TIMESTAMP '2024-03-01',
-           4, 0, 'used', ''),
-          (2, 'rental_transactions', 'raw/rental_transactions/day1.csv', repeat('b', 64),
-           TIMESTAMP '2024-03-02', 6, 1, 'used', ''))
-        AS t({columns("run_inputs")})""",
+    "rental_rejects": values(
+        "rental_rejects",
+        """('r1', 'u1', 'v1', 'yesterday', '2024-01-01 10:00:00', '1154',
+            '2702', '10.0', 'rental_start_time_format',
+            'file:///batch/rental_transactions.csv', 7)""",
+    ),
+    "data_quality": values(
+        "data_quality",
+        """('rental_transactions', 'rental_start_time_format', 'reject', 1),
+           ('rental_transactions', 'rental_by_active_user', 'warn', 2),
+           ('rental_transactions', 'rental_id_unique', 'reject', 0)""",
+    ),
+    "run_inputs": values(
+        "run_inputs",
+        """(1, 'vehicles', 'raw/vehicles/vehicles.csv', repeat('a', 64), TIMESTAMP '2024-03-01',
+            4, 0, 'used', ''),
+           (2, 'rental_transactions', 'raw/rental_transactions/day1.csv', repeat('b', 64),
+            TIMESTAMP '2024-03-02', 6, 1, 'used', '')""",
+    ),
 }
 
 
@@ -103,19 +106,19 @@ NO_VALID_RENTAL_ROWS = {
         SELECT 0.00 AS total_revenue, 0 AS rental_count, 0 AS unique_customers,
           0 AS unique_vehicles_rented, NULL AS avg_rental_amount, NULL AS avg_rental_hours,
           NULL AS first_rental_date, NULL AS last_rental_date""",
-    "rental_rejects": f"""
-        SELECT * FROM (VALUES
-          ('r1', 'u1', 'v1', 'yesterday', '2024-01-01 10:00:00', '1154', '2702', '10.0',
-           'rental_start_time_format', 'file:///batch/rental_transactions.csv', 1),
-          ('r2', 'nobody', 'v2', '2024-01-01 10:00:00', '2024-01-01 12:00:00', '1154', '2702',
-           '20.00', 'user_id_exists', 'file:///batch/rental_transactions.csv', 2))
-        AS t({columns("rental_rejects")})""",
-    "data_quality": f"""
-        SELECT * FROM (VALUES
-          ('rental_transactions', 'rental_start_time_format', 'reject', 1),
-          ('rental_transactions', 'user_id_exists', 'reject', 1),
-          ('rental_transactions', 'rental_id_unique', 'reject', 0))
-        AS t({columns("data_quality")})""",
+    "rental_rejects": values(
+        "rental_rejects",
+        """('r1', 'u1', 'v1', 'yesterday', '2024-01-01 10:00:00', '1154', '2702', '10.0',
+            'rental_start_time_format', 'file:///batch/rental_transactions.csv', 1),
+           ('r2', 'nobody', 'v2', '2024-01-01 10:00:00', '2024-01-01 12:00:00', '1154', '2702',
+            '20.00', 'user_id_exists', 'file:///batch/rental_transactions.csv', 2)""",
+    ),
+    "data_quality": values(
+        "data_quality",
+        """('rental_transactions', 'rental_start_time_format', 'reject', 1),
+           ('rental_transactions', 'user_id_exists', 'reject', 1),
+           ('rental_transactions', 'rental_id_unique', 'reject', 0)""",
+    ),
     "run_inputs": TABLE_ROWS["run_inputs"],
 }
 
