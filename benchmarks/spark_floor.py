@@ -54,8 +54,7 @@ def session() -> SparkSession:
 
 
 def read(spark: SparkSession, folder: Path, name: str) -> DataFrame:
-    columns = [c.name for c in DATASETS[name].columns]
-    schema = st.StructType([st.StructField(c, st.StringType()) for c in columns])
+    schema = st.StructType([st.StructField(c, st.StringType()) for c in DATASETS[name].header])
     return spark.read.csv(
         str(folder / f"{name}.csv"), header=True, schema=schema, quote='"', escape='"'
     )

@@ -16,7 +16,7 @@ import re
 import textwrap
 from dataclasses import dataclass
 
-from carrental.contracts import MONEY_PRECISION, MONEY_SCALE
+from carrental.contracts import MONEY_PRECISION, MONEY_SCALE, RENTAL_TRANSACTIONS, Dataset
 
 # The Spark jobs, in the order a local run runs them: one EMR Serverless job run each on AWS
 # (emr_jobs/<job>.py, one branch of the workflow's Parallel state); carrental.spark.jobs.JOBS
@@ -107,6 +107,15 @@ def _rental_amounts(rentals: str, total: str = "total_revenue") -> tuple[OutputC
         OutputColumn("avg_rental_amount", AMOUNT_AVERAGE, f"{total} / rental_count"),
         OutputColumn("min_rental_amount", AMOUNT, "smallest `total_amount`"),
         OutputColumn("max_rental_amount", AMOUNT, "largest `total_amount`"),
+    )
+
+
+def _as_read(dataset: Dataset) -> tuple[OutputColumn, ...]:
+    """Every field of a row of `dataset`, in its header's order, as text."""
+    first, *others = dataset.header
+    return (
+        OutputColumn(first, STRING, "the field as read (an empty field is null)"),
+        *(OutputColumn(name, STRING, "as read") for name in others),
     )
 
 
@@ -224,14 +233,7 @@ OUTPUT_TABLES: tuple[Table, ...] = (
         description="One row per rental row that breaks at least one reject rule. Nothing is "
         "lost: the row's fields are kept as read, and where it came from.",
         columns=(
-            C("rental_id", STRING, "the field as read (an empty field is null)"),
-            C("user_id", STRING, "as read"),
-            C("vehicle_id", STRING, "as read"),
-            C("rental_start_time", STRING, "as read"),
-            C("rental_end_time", STRING, "as read"),
-            C("pickup_location", STRING, "as read"),
-            C("dropoff_location", STRING, "as read"),
-            C("total_amount", STRING, "as read"),
+            *_as_read(RENTAL_TRANSACTIONS),
             C(
                 "reject_reason",
                 STRING,
