@@ -16,7 +16,14 @@ import re
 import textwrap
 from dataclasses import dataclass
 
-from carrental.contracts import MONEY_PRECISION, MONEY_SCALE, RENTAL_TRANSACTIONS, Dataset
+from carrental.contracts import (
+    LOCATIONS,
+    MONEY_PRECISION,
+    MONEY_SCALE,
+    RENTAL_TRANSACTIONS,
+    USERS,
+    Dataset,
+)
 
 # The Spark jobs, in the order a local run runs them: one EMR Serverless job run each on AWS
 # (emr_jobs/<job>.py, one branch of the workflow's Parallel state); carrental.spark.jobs.JOBS
@@ -110,6 +117,14 @@ def _rental_amounts(rentals: str, total: str = "total_revenue") -> tuple[OutputC
     )
 
 
+def _copied_from(dataset: Dataset, *names: str) -> tuple[OutputColumn, ...]:
+    """Text columns a metric table takes from the dimension row of its key (each one a column of
+    `dataset`: an unknown name raises)."""
+    return tuple(
+        OutputColumn(dataset.column(name).name, STRING, f"from {dataset.name}") for name in names
+    )
+
+
 def _as_read(dataset: Dataset) -> tuple[OutputColumn, ...]:
     """Every field of a row of `dataset`, in its header's order, as text."""
     first, *others = dataset.header
@@ -131,9 +146,7 @@ OUTPUT_TABLES: tuple[Table, ...] = (
         description="One row per pickup location with at least one valid rental.",
         columns=(
             C("location_id", INT, "`locations.location_id` of the pickup location"),
-            C("location_name", STRING, "from locations"),
-            C("city", STRING, "from locations"),
-            C("state", STRING, "from locations"),
+            *_copied_from(LOCATIONS, "location_name", "city", "state"),
             *_rental_amounts("valid rentals picked up here"),
             C("unique_vehicles", BIGINT, "distinct vehicles rented here"),
             C("unique_users", BIGINT, "distinct users who rented here"),
@@ -178,9 +191,7 @@ OUTPUT_TABLES: tuple[Table, ...] = (
         description="One row per user with at least one valid rental.",
         columns=(
             C("user_id", STRING, "`users.user_id` (a 10-character hex string, never a number)"),
-            C("first_name", STRING, "from users"),
-            C("last_name", STRING, "from users"),
-            C("email", STRING, "from users"),
+            *_copied_from(USERS, "first_name", "last_name", "email"),
             *_rental_amounts("the user's valid rentals", "total_spent"),
             _TOTAL_HOURS,
             _AVG_HOURS,
