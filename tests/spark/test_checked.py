@@ -95,9 +95,27 @@ def lake_with(clean_batch: Path, files: list[Path], root: Path) -> LocalLake:
     return store
 
 
-def test_a_new_file_is_checked_against_the_kept_history(spark, clean_batch, days, tmp_path):
-    store = lake_with(clean_batch, days[:2], tmp_path / "lake")
-    run(spark, store, "first")
+@pytest.fixture(scope="module")
+def ran_once(spark, clean_batch, days, tmp_path_factory) -> dict[int, Path]:
+    """Lakes that ingested the dimensions and the first 2 or all 3 days and ran once ("first"),
+    by the number of days: a test that starts there works on a copy (a run costs seconds)."""
+    lakes = {}
+    for count in (2, 3):
+        root = tmp_path_factory.mktemp(f"ran_once_{count}") / "lake"
+        run(spark, lake_with(clean_batch, days[:count], root), "first")
+        lakes[count] = root
+    return lakes
+
+
+def copy_of(lake_root: Path, root: Path) -> LocalLake:
+    shutil.copytree(lake_root, root)
+    return LocalLake(root)
+
+
+def test_a_new_file_is_checked_against_the_kept_history(
+    spark, clean_batch, days, ran_once, tmp_path
+):
+    store = copy_of(ran_once[2], tmp_path / "lake")
     kept = complete(store, RENTALS)
     assert len(kept) == 2 and len(complete(store, checked.AGGREGATES)) == 1
     # the new day repeats two rentals of day 1: rejected as repeats, found in the kept rows
@@ -113,9 +131,10 @@ def test_a_new_file_is_checked_against_the_kept_history(spark, clean_batch, days
     assert_same_files(output, "second", fresh, "fresh")
 
 
-def test_a_correction_in_the_middle_rechecks_the_files_after_it(spark, clean_batch, days, tmp_path):
-    store = lake_with(clean_batch, days, tmp_path / "lake")
-    run(spark, store, "first")
+def test_a_correction_in_the_middle_rechecks_the_files_after_it(
+    spark, clean_batch, days, ran_once, tmp_path
+):
+    store = copy_of(ran_once[3], tmp_path / "lake")
     # day2 corrected: it now also holds three of day3's rentals, which become repeats in day3
     corrected = tmp_path / "corrected" / "day2.csv"
     corrected.parent.mkdir()
@@ -130,9 +149,8 @@ def test_a_correction_in_the_middle_rechecks_the_files_after_it(spark, clean_bat
     assert_same_files(output, "second", fresh, "fresh")
 
 
-def test_a_new_snapshot_rechecks_every_rental(spark, clean_batch, days, tmp_path):
-    store = lake_with(clean_batch, days, tmp_path / "lake")
-    run(spark, store, "first")
+def test_a_new_snapshot_rechecks_every_rental(spark, clean_batch, days, ran_once, tmp_path):
+    store = copy_of(ran_once[3], tmp_path / "lake")
     # the users file without its first 40 users: their rentals become orphans, and the others
     # still count (their warnings too)
     header, *users = (clean_batch / "users.csv").read_text().splitlines()
@@ -209,12 +227,11 @@ def test_a_changed_reject_threshold_judges_every_file_again(spark, clean_batch, 
 
 
 def test_entries_of_other_check_code_are_never_read(
-    spark, clean_batch, days, tmp_path, monkeypatch
+    spark, clean_batch, days, ran_once, tmp_path, monkeypatch
 ):
     """Every entry that the first run wrote is made unreadable; a run under a changed
     fingerprint (new check code or contracts) must not read any of them."""
-    store = lake_with(clean_batch, days, tmp_path / "lake")
-    run(spark, store, "first")
+    store = copy_of(ran_once[3], tmp_path / "lake")
     layer = Path(store.root, checked.CHECKED)
     written = [p for p in layer.rglob("*.parquet")]
     assert written
@@ -261,9 +278,8 @@ def test_only_the_writer_job_writes_entries_and_a_partial_entry_is_never_read(
     assert len(complete(store, RENTALS)) == 2 and len(complete(store, checked.AGGREGATES)) == 1
 
 
-def test_prune_keeps_the_entries_of_kept_runs_only(spark, clean_batch, days, tmp_path, monkeypatch):
-    store = lake_with(clean_batch, days[:2], tmp_path / "lake")
-    run(spark, store, "first")
+def test_prune_keeps_the_entries_of_kept_runs_only(spark, days, ran_once, tmp_path, monkeypatch):
+    store = copy_of(ran_once[2], tmp_path / "lake")
     store.publish("first")
     first = store.manifest("first")
     assert store.ingest(days[2], dataset=RENTALS).verdict.accepted
