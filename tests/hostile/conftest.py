@@ -35,16 +35,15 @@ from tests.local.conftest import TABLE_ROWS, values, write_run
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Names a hostile user could have: Rich markup, an emoji code, an ANSI colour sequence, a
-# carriage return that overwrites the line, a right-to-left override, non-ASCII letters.
+# carriage return that overwrites the line, a right-to-left override, non-ASCII letters (values
+# only: write_run gives them the table's types).
 HOSTILE_USERS = values(
     "user_metrics",
-    """('0000000001', '[bold]Ryan', 'Smith [/] Sons', 'postgres:x:101 :thumbs_up:', 1::BIGINT,
-        10.00::DECIMAL(22,2), 10.00::DECIMAL(16,6), 10.00::DECIMAL(12,2), 10.00::DECIMAL(12,2),
-        1.0::DOUBLE, 1.0::DOUBLE, TIMESTAMP '2024-01-01 10:00:00',
+    """('0000000001', '[bold]Ryan', 'Smith [/] Sons', 'postgres:x:101 :thumbs_up:', 1, 10.00,
+        10.00, 10.00, 10.00, 1.0, 1.0, TIMESTAMP '2024-01-01 10:00:00',
         TIMESTAMP '2024-01-01 10:00:00', 1),
        ('0000000002', 'Gëorge', chr(27) || '[31mred' || chr(13) || 'over', chr(8238) || 'evil',
-        2::BIGINT, 20.00::DECIMAL(22,2), 10.00::DECIMAL(16,6), 10.00::DECIMAL(12,2),
-        10.00::DECIMAL(12,2), 2.0::DOUBLE, 1.0::DOUBLE, TIMESTAMP '2024-01-02 10:00:00',
+        2, 20.00, 10.00, 10.00, 10.00, 2.0, 1.0, TIMESTAMP '2024-01-02 10:00:00',
         TIMESTAMP '2024-01-02 10:00:00', 2)""",
 )
 
@@ -67,10 +66,9 @@ def big_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A lake whose daily_metrics has 100,000 rows (a result larger than any fetch batch)."""
     root = tmp_path_factory.mktemp("big_lake")
     many_days = """
-        SELECT DATE '2000-01-01' + i::INTEGER AS rental_date, (i % 9)::BIGINT AS rental_count,
-          (i % 1000)::DECIMAL(22,2) AS total_revenue, 1.0::DECIMAL(16,6) AS avg_rental_amount,
-          1.0::DECIMAL(12,2) AS min_rental_amount, 1.0::DECIMAL(12,2) AS max_rental_amount,
-          1::BIGINT AS unique_users, 1::BIGINT AS unique_vehicles
+        SELECT DATE '2000-01-01' + i::INTEGER AS rental_date, i % 9 AS rental_count,
+          i % 1000 AS total_revenue, 1.0 AS avg_rental_amount, 1.0 AS min_rental_amount,
+          1.0 AS max_rental_amount, 1 AS unique_users, 1 AS unique_vehicles
         FROM range(100000) t(i)"""
     publish_run(root, tables={**TABLE_ROWS, "daily_metrics": many_days})
     return root
