@@ -26,6 +26,20 @@ def generated_batch(tmp_path_factory: pytest.TempPathFactory, name: str, **optio
     return out
 
 
+def write_orphan_rentals(rentals: Path, out: Path, id_prefix: str, count: int) -> Path:
+    """The first `count` rentals of `rentals` under new ids (their first character replaced by
+    `id_prefix`) and with a vehicle no vehicles file has: rows that pass upload validation and
+    break vehicle_id_exists when a run checks them."""
+    header, *rows = rentals.read_text().splitlines()
+    orphans = [
+        ",".join([id_prefix + rental[1:], user, "ffffffffff", *rest])
+        for rental, user, _, *rest in (row.split(",") for row in rows[:count])
+    ]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join([header, *orphans]) + "\n")
+    return out
+
+
 @pytest.fixture(scope="session")
 def dirty_batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated batch with 3 % injected defects and its defects.json."""

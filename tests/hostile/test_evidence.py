@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from carrental.cli import main
+from tests.conftest import write_orphan_rentals
 from tests.hostile.conftest import ready_lake
 
 
@@ -70,19 +71,7 @@ def test_a_held_back_file_keeps_its_evidence_beside_a_rejection_of_its_name(
     lake = ready_lake(tmp_path / "lake", tiny_batch)
     rentals = tiny_batch / "rental_transactions.csv"
     rejected = write_broken(rentals, tmp_path / "first try" / "day3.csv", "field_count")
-    header, *rows = rentals.read_text().splitlines()
-    orphans = tmp_path / "second try" / "day3.csv"  # new rental ids, a vehicle no one has
-    orphans.parent.mkdir()
-    orphans.write_text(
-        "\n".join(
-            [header]
-            + [
-                ",".join(["z" + rental[1:], user, "ffffffffff", *rest])
-                for rental, user, _, *rest in (row.split(",") for row in rows[:20])
-            ]
-        )
-        + "\n"
-    )
+    orphans = write_orphan_rentals(rentals, tmp_path / "second try" / "day3.csv", "z", 20)
     for path, code in ((rejected, 1), (orphans, 0)):
         arguments = ["ingest", "--lake", str(lake), "--dataset", "rental_transactions", str(path)]
         assert main(arguments) == code

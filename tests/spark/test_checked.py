@@ -16,6 +16,7 @@ from carrental.spark.jobs import JOBS, check_batch, run_job
 from carrental.spark.sources import StagedInputs
 from carrental.tables import KPI_TABLES, USER_TRANSACTION_ANALYSIS, VEHICLE_LOCATION_PERFORMANCE
 from reference.kpis import canonical, reference_tables
+from tests.conftest import write_orphan_rentals
 from tests.spark.test_jobs import inputs_by_file_name, read_output
 from tests.spark.test_staging import rejects_of, split_rentals
 
@@ -176,23 +177,13 @@ def test_a_held_back_file_in_the_kept_history_still_counts_as_the_gate_decided(
     """day2 is held back (orphans) and stays in the history (the run was never published, so it
     was not withdrawn). A later file repeating a few of its ids: those are repeats when the
     gate judges the files (every file counts), not when the used files are checked."""
-    header, *rows = days[0].read_text().splitlines()
-    orphans = tmp_path / "orphans.csv"
-    orphans.write_text(
-        "\n".join(
-            [header]
-            + [
-                ",".join(["o" + rental[1:], user, "ffffffffff", *rest])
-                for rental, user, _, *rest in (row.split(",") for row in rows[:60])
-            ]
-        )
-        + "\n"
-    )
+    orphans = write_orphan_rentals(days[0], tmp_path / "orphans.csv", "o", 60)
     store = lake_with(clean_batch, [days[0], orphans, days[1]], tmp_path / "lake")
     run(spark, store, "first")
     assert any(n.split(".")[1] == checked.HELD_BACK for n in complete(store, RENTALS))
     # a few (< 5 %) of the orphans' ids, with valid vehicles, in the new file
     header, *day3 = days[2].read_text().splitlines()
+    rows = days[0].read_text().splitlines()[1:]  # the rows the orphans were made from
     repeated = [",".join(["o" + r.split(",", 1)[0][1:], r.split(",", 1)[1]]) for r in rows[:3]]
     last = tmp_path / "day3.csv"
     last.write_text("\n".join([header, *day3, *repeated]) + "\n")
