@@ -18,6 +18,7 @@ import pyarrow.csv as pacsv
 
 from carrental.contracts import Dataset, Rule, RuleKind, Severity
 from carrental.validation import columns
+from carrental.validation.arrays import arrow_bools, bools, byte_lengths
 from carrental.validation.keys import DuplicateKeys
 from carrental.validation.rules import breaks, example_value, shown_column
 from carrental.validation.stream import CheckedStream
@@ -286,7 +287,7 @@ class RowChecker:
                 except pa.ArrowInvalid:
                     self._stopped = _not_utf8(raw, name, rows)
                     return False
-        present = {name: columns.byte_lengths(values) > 0 for name, values in text.items()}
+        present = {name: byte_lengths(values) > 0 for name, values in text.items()}
         parsed: dict[str, columns.Parsed] = {}
 
         def parsed_column(name: str) -> columns.Parsed:
@@ -305,7 +306,7 @@ class RowChecker:
         self._flagged_rows += int(flagged.sum())
         key = self.unique.columns[0]
         has_key = present[key]
-        self._keys.add(text[key].filter(pa.array(has_key)), rows[has_key], flagged[has_key])
+        self._keys.add(text[key].filter(arrow_bools(has_key)), rows[has_key], flagged[has_key])
         if self._sink is not None:
             self._sink.write(rows, text, present, parsed_column)
         return True
@@ -354,7 +355,7 @@ def _contains(values: pa.StringArray, *needles: bytes) -> bool:
 
 def _line_break(values: pa.StringArray, column: str, rows: np.ndarray) -> Problem:
     broken = pc.or_(pc.match_substring(values, "\n"), pc.match_substring(values, "\r"))
-    where = np.flatnonzero(broken.to_numpy(zero_copy_only=False))
+    where = np.flatnonzero(bools(broken))
     return Problem(
         "line_break_in_value",
         f"row {int(rows[where[0]]):,}, column {column}: a value contains a line break. Values "
@@ -368,7 +369,7 @@ def _line_break(values: pa.StringArray, column: str, rows: np.ndarray) -> Proble
 
 
 def _nul_byte(values: pa.StringArray, column: str, rows: np.ndarray) -> Problem:
-    where = np.flatnonzero(pc.match_substring(values, "\x00").to_numpy(zero_copy_only=False))
+    where = np.flatnonzero(bools(pc.match_substring(values, "\x00")))
     first = values[int(where[0])].as_py()
     return Problem(
         "not_csv_text",
