@@ -160,13 +160,16 @@ def hashes(keys: pa.StringArray) -> np.ndarray:
 def _hash(keys: pa.StringArray) -> np.ndarray:
     """64-bit hashes of keys, computed on fixed-width byte matrices, one per key length
     (ids usually share one length, so this is one matrix and a few vector products)."""
-    lengths = numbers(pc.binary_length(keys), np.int32).astype(np.uint64)
+    lengths = numbers(pc.binary_length(keys), np.int32)
     hashes = np.empty(len(keys), dtype=np.uint64)
     long = lengths > _LONG_KEY
-    for length in np.unique(lengths[~long]):
+    present = np.flatnonzero(np.bincount(lengths[~long]))  # the lengths there are
+    if len(present) == 1 and not long.any():  # the usual case: one matrix, no copy
+        return _hash_matrix(fixed_width_bytes(keys, present[0]), present[0])
+    for length in present:
         where = np.flatnonzero(lengths == length)
-        same = keys if len(where) == len(keys) else keys.take(arrow_numbers(where, pa.int64()))
-        hashes[where] = _hash_matrix(fixed_width_bytes(same, int(length)), length)
+        same = keys.take(arrow_numbers(where, pa.int64()))
+        hashes[where] = _hash_matrix(fixed_width_bytes(same, length), length)
     if long.any():
         where = np.flatnonzero(long)
         raw = keys.take(arrow_numbers(where, pa.int64())).cast(pa.binary())

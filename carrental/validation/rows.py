@@ -268,10 +268,11 @@ class RowChecker:
         rows = self._row_numbers(batch.num_rows)
         self.rows += batch.num_rows
         text: dict[str, pa.StringArray] = dict(zip(batch.schema.names, batch.columns, strict=True))
-        for name, values in text.items():
-            if _contains(values, b"\n", b"\r"):
-                self._stopped = _line_break(values, name, rows)
-                return False
+        if self._stream.quoted:  # else no value read so far holds a line break
+            for name, values in text.items():
+                if _contains(values, b"\n", b"\r"):
+                    self._stopped = _line_break(values, name, rows)
+                    return False
         if self._stream.first_nul_byte is not None:
             # A NUL byte from here on: find its row and column.
             for name, values in text.items():
@@ -334,7 +335,7 @@ def _regrouped(batches, min_bytes: int):
     size = 0
     for batch in batches:
         pending.append(batch)
-        size += batch.nbytes
+        size += batch.get_total_buffer_size()  # = nbytes for a reader's batches, and cheaper
         if size >= min_bytes:
             yield pa.concat_batches(pending) if len(pending) > 1 else batch
             pending, size = [], 0
