@@ -175,21 +175,26 @@ def parse_datetime(values: pa.StringArray, layout: DatetimeLayout) -> Parsed:
     1970-01-01 00:00:00 of the wall clock (no time zone): it orders instants (the `after` rule)
     and is what the staged layer stores (carrental.staging)."""
     n = len(values)
+    candidates = np.flatnonzero(byte_lengths(values) == layout.width)
+    if n and len(candidates) == n:  # the usual case: no copies
+        return Parsed(LogicalType.TIMESTAMP, *_parse_same_width(values, layout))
     valid = np.zeros(n, dtype=bool)
     seconds = np.zeros(n, dtype=np.int64)
-    candidates = np.flatnonzero(byte_lengths(values) == layout.width)
-    if not len(candidates):
-        return Parsed(LogicalType.TIMESTAMP, valid, seconds)
-    same_width = (
-        values if len(candidates) == n else values.take(arrow_numbers(candidates, pa.int64()))
-    )
-    text = fixed_width_bytes(same_width, layout.width)  # one row per value
-    shaped = np.ones(len(candidates), dtype=bool)
+    if len(candidates):
+        same_width = values.take(arrow_numbers(candidates, pa.int64()))
+        valid[candidates], seconds[candidates] = _parse_same_width(same_width, layout)
+    return Parsed(LogicalType.TIMESTAMP, valid, seconds)
+
+
+def _parse_same_width(
+    values: pa.StringArray, layout: DatetimeLayout
+) -> tuple[np.ndarray, np.ndarray]:
+    """(valid, seconds) of values that all have the pattern's width."""
+    text = fixed_width_bytes(values, layout.width)  # one row per value
+    shaped = np.ones(len(values), dtype=bool)
     for position, byte in zip(layout.literal_positions, layout.literal_bytes, strict=True):
         shaped &= text[:, position] == byte
-    cast = _cast_iso(same_width, text, shaped, layout)
-    valid[candidates], seconds[candidates] = cast or _parse_digits(text, shaped, layout)
-    return Parsed(LogicalType.TIMESTAMP, valid, seconds)
+    return _cast_iso(values, text, shaped, layout) or _parse_digits(text, shaped, layout)
 
 
 def _cast_iso(

@@ -202,9 +202,9 @@ def _duplicates(partitions: Iterable[pa.Table]) -> tuple[int, int, list[Example]
             continue
         table = table.combine_chunks()
         duplicate = _repeats(table.column("key").chunk(0))
-        count += int(duplicate.sum())
+        count += int(np.count_nonzero(duplicate))
         flagged = bools(table.column("flagged").chunk(0))
-        unflagged += int((duplicate & ~flagged).sum())
+        unflagged += int(np.count_nonzero(duplicate & ~flagged))
         where = np.flatnonzero(duplicate)[:MAX_EXAMPLES]
         rows = numbers(table.column("row").chunk(0), np.int64)[where]
         keys = table.column("key").chunk(0).take(arrow_numbers(where, pa.int64())).to_pylist()

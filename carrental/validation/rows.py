@@ -304,10 +304,13 @@ class RowChecker:
             self._count(rule, broken, text, rows)
             if rule.severity is Severity.REJECT:
                 flagged |= broken
-        self._flagged_rows += int(flagged.sum())
+        self._flagged_rows += int(np.count_nonzero(flagged))
         key = self.unique.columns[0]
         has_key = present[key]
-        self._keys.add(text[key].filter(arrow_bools(has_key)), rows[has_key], flagged[has_key])
+        if has_key.all():  # the usual case: no copies
+            self._keys.add(text[key], rows, flagged)
+        else:
+            self._keys.add(text[key].filter(arrow_bools(has_key)), rows[has_key], flagged[has_key])
         if self._sink is not None:
             self._sink.write(rows, text, present, parsed_column)
         return True
@@ -319,7 +322,7 @@ class RowChecker:
         text: dict[str, pa.StringArray],
         rows: np.ndarray,
     ) -> None:
-        count = int(broken.sum())
+        count = int(np.count_nonzero(broken))
         if not count:
             return
         self.counts[rule.name] += count
