@@ -123,7 +123,11 @@ class StagedWriter:
         self._partial = folder / partial_name(os.getpid())
         try:
             # zstd: the staged layer is read by every run, so smaller beats faster to write.
-            self._writer = pq.ParquetWriter(self._partial, self.schema, compression="zstd")
+            # No dictionaries: a row group per checked batch (a few MB) is too small for them
+            # to pay; zstd alone made --scale 50's rentals 51 MB instead of 60, 30 % faster.
+            self._writer = pq.ParquetWriter(
+                self._partial, self.schema, compression="zstd", use_dictionary=False
+            )
         except BaseException:  # e.g. a full disk refuses even the file's first bytes
             self._partial.unlink(missing_ok=True)
             raise
