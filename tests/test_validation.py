@@ -433,7 +433,9 @@ def datetime_texts(pattern: str, *, only_real: bool):
         st.sampled_from("0123456789"), min_size=len(template), max_size=len(template)
     ).map(lambda ds: "".join(d if c == "1" else c for d, c in zip(ds, template, strict=True)))
     values = real if only_real else st.one_of(real, any_digits, st.just(year_zero))
-    replaced = st.tuples(values, st.integers(0, len(pattern) - 1), st.sampled_from("0-: T+ax\u0663"))
+    replaced = st.tuples(
+        values, st.integers(0, len(pattern) - 1), st.sampled_from("0-: T+ax\u0663")
+    )
     mutated = replaced.map(lambda v: v[0][: v[1]] + v[2] + v[0][v[1] + 1 :])
     # wrong shapes: the fast path keeps them out before the cast
     shapes = st.sampled_from(["", "2024-1-1", "2024-01-01T08:00:00", "+2024-01-01"])

@@ -60,6 +60,14 @@ _DAYS_IN_MONTH = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
 _ISO_PATTERN = "yyyy-MM-dd HH:mm:ss"
 _ISO_TEMPLATE = np.frombuffer(b"1970-01-01 00:00:00", dtype=np.uint8)
 _CAST_AS_IS = (_ISO_PATTERN, "yyyy-MM-dd")  # patterns that are ISO 8601 text already
+# Two-digit fields' ranges (whatever the month: a day 31 can be real)
+_FIELD_RANGES = {
+    "month": (1, 12),
+    "day": (1, 31),
+    "hour": (0, 23),
+    "minute": (0, 59),
+    "second": (0, 59),
+}
 _YEAR_ONE = int((datetime(1, 1, 1) - datetime(1970, 1, 1)).total_seconds())
 
 
@@ -209,14 +217,34 @@ def _cast_iso(
         iso[:] = _ISO_TEMPLATE
         iso[:, layout.iso_positions] = text[:, layout.digit_positions]
         values = fixed_width_strings(iso)
-    every = shaped.all()
-    try:
-        instants = (values if every else null_where_not(values, shaped)).cast(pa.timestamp("s"))
-    except pa.ArrowInvalid:
+    instants = _cast_timestamps(values, shaped)
+    if instants is None:  # most often a field out of its range (a month 13): leave those out
+        shaped = shaped & _fields_in_range(text, layout)
+        instants = _cast_timestamps(values, shaped)
+    if instants is None:
         return None
     seconds = numbers(instants, np.int64)
     valid = shaped & (seconds >= _YEAR_ONE)  # Arrow reads year 0; the contract starts at 1
-    return valid, seconds if every else np.where(shaped, seconds, 0)
+    return valid, seconds if shaped.all() else np.where(shaped, seconds, 0)
+
+
+def _cast_timestamps(iso: pa.StringArray, keep: np.ndarray) -> pa.TimestampArray | None:
+    try:
+        return (iso if keep.all() else null_where_not(iso, keep)).cast(pa.timestamp("s"))
+    except pa.ArrowInvalid:
+        return None
+
+
+def _fields_in_range(text: np.ndarray, layout: DatetimeLayout) -> np.ndarray:
+    """False where a two-digit field is out of its range, which no day can hold (a month 13, a
+    minute 60); bytes that are no digits may land anywhere (the cast rejects those)."""
+    ok = np.ones(len(text), dtype=bool)
+    for name, start, width in layout.fields:
+        if name in _FIELD_RANGES:
+            tens, units = (text[:, start + i].astype(np.int16) - ord("0") for i in range(width))
+            value = tens * 10 + units
+            ok &= (value >= _FIELD_RANGES[name][0]) & (value <= _FIELD_RANGES[name][1])
+    return ok
 
 
 def _parse_digits(

@@ -222,13 +222,17 @@ def _duplicates(partitions: Iterable[pa.Table]) -> tuple[int, int, list[Example]
 def _repeats(keys: pa.StringArray) -> np.ndarray:
     """Which keys repeat an earlier key, exactly (see the module docstring)."""
     key_hashes = hashes(keys)
-    ordered = np.sort(key_hashes)
-    shared = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
     repeats = np.zeros(len(keys), dtype=bool)
-    if not len(shared):
+    ordered = np.sort(key_hashes)
+    if not (ordered[1:] == ordered[:-1]).any():
         return repeats
-    at = np.minimum(np.searchsorted(shared, key_hashes), len(shared) - 1)
-    suspects = np.flatnonzero(shared[at] == key_hashes)
+    order = np.argsort(key_hashes)  # slower than a sort: only when some hash is shared
+    ordered = key_hashes[order]
+    same = ordered[1:] == ordered[:-1]
+    shared = np.zeros(len(keys), dtype=bool)
+    shared[1:] |= same
+    shared[:-1] |= same
+    suspects = np.sort(order[shared])  # in file order
     index = pc.dictionary_encode(keys.take(arrow_numbers(suspects, pa.int64())))
     codes = numbers(index.indices, np.int32)
     seen_before = np.concatenate([[-1], np.maximum.accumulate(codes)[:-1]])

@@ -99,16 +99,16 @@ class CheckedStream:
         if n is None or n < 0:
             data, self._pending = self._pending + self._pull(-1), b""
             return data
-        chunks = [self._pending[:n]]
+        chunks = [self._pending[:n]] if self._pending else []
         self._pending = self._pending[n:]
-        missing = n - len(chunks[0])
+        missing = n - sum(map(len, chunks))
         while missing > 0:
             data = self._pull(missing)
             if not data:
                 break
             chunks.append(data)
             missing -= len(data)
-        return b"".join(chunks)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one read: no copy
 
     def readable(self) -> bool:
         return True
