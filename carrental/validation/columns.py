@@ -14,9 +14,10 @@ Dates and timestamps: values of the pattern's width whose literal bytes ('-', ':
 where the pattern has them are rewritten as ISO 8601 text when the pattern is not already, and
 cast by Arrow, whose ISO 8601 cast is strict (digits only, a real day and time of day: no
 30 February, no hour 24, no second 60; tests/test_validation.py checks it against Python's
-datetime). Arrow's strptime is not used: it silently normalises 2024-02-30 to 2024-03-01. A
-batch holding a value of the right shape that the cast refuses (a month 13) is parsed by NumPy
-on the fixed-width bytes instead, which names every such value (slower, so only then).
+datetime). Arrow's strptime is not used: it silently normalises 2024-02-30 to 2024-03-01. The
+cast fails as a whole on one value it refuses: the batch is then cast again without the values
+that have a field out of its range (a month 13, an hour 24), and only if that fails too (a
+30 February) does NumPy read the batch's digits, which names every such value (slower).
 """
 
 from __future__ import annotations
