@@ -60,7 +60,10 @@ _DAYS_IN_MONTH = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
 # rewritten into it (its fields that the pattern lacks keep the template's digits).
 _ISO_PATTERN = "yyyy-MM-dd HH:mm:ss"
 _ISO_TEMPLATE = np.frombuffer(b"1970-01-01 00:00:00", dtype=np.uint8)
-_CAST_AS_IS = (_ISO_PATTERN, "yyyy-MM-dd")  # patterns that are ISO 8601 text already
+# Patterns that are ISO 8601 text already -> where the cast reads them more loosely: it requires
+# every '-' and ':' itself but takes 'T' as well as ' ' between date and time (the tests try
+# every separator at every position).
+_CAST_AS_IS = {_ISO_PATTERN: (10,), "yyyy-MM-dd": ()}
 # Two-digit fields' ranges (whatever the month: a day 31 can be real)
 _FIELD_RANGES = {
     "month": (1, 12),
@@ -92,6 +95,9 @@ class DatetimeLayout:
     digit_positions: np.ndarray  # field by field, in pattern order
     # The same digits' positions in _ISO_TEMPLATE; None when a field repeats.
     iso_positions: np.ndarray | None
+    # The literals to check before Arrow's cast (it checks the others itself)
+    cast_literal_positions: np.ndarray
+    cast_literal_bytes: np.ndarray
 
     @classmethod
     def of(cls, pattern: str) -> DatetimeLayout:
@@ -99,6 +105,8 @@ class DatetimeLayout:
         names = [name for name, _, _ in fields]
         iso_start = {name: start for name, start, _ in _fields_and_literals(_ISO_PATTERN)[0]}
         unique = len(set(names)) == len(names)
+        loose = _CAST_AS_IS.get(pattern)
+        cast_literals = literals if loose is None else [(p, b) for p, b in literals if p in loose]
         return cls(
             pattern,
             len(pattern),
@@ -109,6 +117,8 @@ class DatetimeLayout:
             np.array([iso_start[n] + i for n, _, width in fields for i in range(width)])
             if unique
             else None,
+            np.array([p for p, _ in cast_literals], dtype=np.intp),
+            np.array([b for _, b in cast_literals], dtype=np.uint8),
         )
 
 
@@ -200,19 +210,18 @@ def _parse_same_width(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(valid, seconds) of values that all have the pattern's width."""
     text = fixed_width_bytes(values, layout.width)  # one row per value
-    shaped = np.ones(len(values), dtype=bool)
-    for position, byte in zip(layout.literal_positions, layout.literal_bytes, strict=True):
-        shaped &= text[:, position] == byte
-    return _cast_iso(values, text, shaped, layout) or _parse_digits(text, shaped, layout)
+    return _cast_iso(values, text, layout) or _parse_digits(text, layout)
 
 
 def _cast_iso(
-    values: pa.StringArray, text: np.ndarray, shaped: np.ndarray, layout: DatetimeLayout
+    values: pa.StringArray, text: np.ndarray, layout: DatetimeLayout
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """(valid, seconds) of same-width values by Arrow's ISO 8601 cast of the `shaped` ones;
-    None when one of them is not a real instant (the cast then fails as a whole)."""
+    """(valid, seconds) of same-width values by Arrow's ISO 8601 cast of those with their
+    literals in place; None when one of them is not a real instant (the cast then fails as a
+    whole)."""
     if layout.iso_positions is None:
         return None
+    shaped = _literals_match(text, layout.cast_literal_positions, layout.cast_literal_bytes)
     if layout.pattern not in _CAST_AS_IS:
         iso = np.empty((len(text), len(_ISO_TEMPLATE)), dtype=np.uint8)
         iso[:] = _ISO_TEMPLATE
@@ -227,6 +236,13 @@ def _cast_iso(
     seconds = numbers(instants, np.int64)
     valid = shaped & (seconds >= _YEAR_ONE)  # Arrow reads year 0; the contract starts at 1
     return valid, seconds if shaped.all() else np.where(shaped, seconds, 0)
+
+
+def _literals_match(text: np.ndarray, positions: np.ndarray, literals: np.ndarray) -> np.ndarray:
+    ok = np.ones(len(text), dtype=bool)
+    for position, byte in zip(positions, literals, strict=True):
+        ok &= text[:, position] == byte
+    return ok
 
 
 def _cast_timestamps(iso: pa.StringArray, keep: np.ndarray) -> pa.TimestampArray | None:
@@ -248,13 +264,12 @@ def _fields_in_range(text: np.ndarray, layout: DatetimeLayout) -> np.ndarray:
     return ok
 
 
-def _parse_digits(
-    text: np.ndarray, shaped: np.ndarray, layout: DatetimeLayout
-) -> tuple[np.ndarray, np.ndarray]:
+def _parse_digits(text: np.ndarray, layout: DatetimeLayout) -> tuple[np.ndarray, np.ndarray]:
     """(valid, seconds) of same-width values computed from their digits."""
+    ok = _literals_match(text, layout.literal_positions, layout.literal_bytes)
     by_position = text.T  # one row per byte position
     digits = by_position[layout.digit_positions] - np.uint8(ord("0"))  # non-digits wrap to > 9
-    ok = shaped & (digits <= 9).all(axis=0)
+    ok &= (digits <= 9).all(axis=0)
     found = {"year": 1970, "month": 1, "day": 1, "hour": 0, "minute": 0, "second": 0}
     row = 0
     for name, _, width in layout.fields:
