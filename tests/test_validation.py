@@ -691,6 +691,33 @@ def test_the_core_imports_nothing_the_lambda_or_emr_lack():
     assert out.stdout.strip() == "[]"
 
 
+def test_array_helpers_read_slices_as_pyarrow_does():
+    """carrental.validation.arrays reads buffers directly: slices (an offset into the buffers)
+    and bitmaps must come out as pyarrow's own conversions say."""
+    import numpy as np
+    import pyarrow as pa
+
+    from carrental.validation import arrays
+
+    text = pa.array([f"v{i}" * (i % 3) for i in range(40)]).slice(5, 30)
+    keep = np.arange(30) % 4 != 1
+    assert arrays.null_where_not(text, keep).to_pylist() == [
+        v if k else None for v, k in zip(text.to_pylist(), keep, strict=True)
+    ]
+    assert arrays.byte_lengths(text).tolist() == [len(v) for v in text.to_pylist()]
+    flags = pa.array([i % 3 == 0 for i in range(50)]).slice(7, 33)
+    assert arrays.bools(flags).tolist() == flags.to_pylist()
+    assert arrays.arrow_bools(arrays.bools(flags)).to_pylist() == flags.to_pylist()
+    integers = pa.array(range(100), pa.int64()).slice(11, 17)
+    assert arrays.numbers(integers, np.int64).tolist() == integers.to_pylist()
+    values = np.array([3, -1, 7], dtype=np.int64)
+    with_nulls = arrays.arrow_numbers(values, pa.int64(), np.array([True, False, True]))
+    assert with_nulls.to_pylist() == [3, None, 7]
+    assert arrays.arrow_strings(["a", "bé", ""]).to_pylist() == ["a", "bé", ""]
+    matrix = np.frombuffer(b"2024-01-0212:00", dtype=np.uint8).reshape(3, 5)
+    assert arrays.fixed_width_strings(matrix).to_pylist() == ["2024-", "01-02", "12:00"]
+
+
 def test_validating_and_staging_do_not_import_pandas(dirty_batch, tmp_path):
     """pyarrow imports pandas on its first NumPy or Python-object conversion: ~0.2 s of every
     fresh process (a cold Lambda) that the validator avoids (carrental.validation.arrays)."""
