@@ -145,8 +145,8 @@ def _take_partitions(batches: list[pa.RecordBatch]) -> Iterator[tuple[int, pa.Ta
 
 
 def partition_of(keys: pa.StringArray) -> np.ndarray:
-    """The partition of each (non-empty) key: the top bits of its hash."""
-    # small ints: argsort uses a radix sort
+    """The partition of each (non-empty) key: the top bits of its hash (as small ints, which
+    argsort sorts by radix)."""
     return (hashes(keys) >> np.uint64(64 - _PARTITION_BITS)).astype(np.uint8)
 
 
@@ -163,7 +163,7 @@ def _hash(keys: pa.StringArray) -> np.ndarray:
     """64-bit hashes of keys, computed on fixed-width byte matrices, one per key length
     (ids usually share one length, so this is one matrix and a few vector products)."""
     lengths = numbers(pc.binary_length(keys), np.int32)
-    hashes = np.empty(len(keys), dtype=np.uint64)
+    out = np.empty(len(keys), dtype=np.uint64)
     long = lengths > _LONG_KEY
     present = np.flatnonzero(np.bincount(lengths[~long]))  # the lengths there are
     if len(present) == 1 and not long.any():  # the usual case: one matrix, no copy
@@ -171,15 +171,15 @@ def _hash(keys: pa.StringArray) -> np.ndarray:
     for length in present:
         where = np.flatnonzero(lengths == length)
         same = keys.take(arrow_numbers(where, pa.int64()))
-        hashes[where] = _hash_matrix(fixed_width_bytes(same, length), length)
+        out[where] = _hash_matrix(fixed_width_bytes(same, length), length)
     if long.any():
         where = np.flatnonzero(long)
         raw = keys.take(arrow_numbers(where, pa.int64())).cast(pa.binary())
         half = _LONG_KEY // 2
         ends = [pc.binary_slice(raw, 0, half), pc.binary_slice(raw, -half)]
         matrix = np.hstack([fixed_width_bytes(end, half) for end in ends])
-        hashes[where] = _hash_matrix(matrix, lengths[where])
-    return hashes
+        out[where] = _hash_matrix(matrix, lengths[where])
+    return out
 
 
 def _hash_matrix(matrix: np.ndarray, lengths) -> np.ndarray:
