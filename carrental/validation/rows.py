@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
@@ -83,6 +84,7 @@ class RowChecker:
     def read(self, header: tuple[str, ...]) -> None:
         if not self._stream.peek(1):
             return  # a header and nothing else (pyarrow refuses an empty input)
+        references = sys.getrefcount(self._stream)  # before pyarrow holds one
         read_to_the_end = False
         try:
             with self._bad_rows_not_utf8_are_not_printed():
@@ -101,6 +103,17 @@ class RowChecker:
                 # thread with a full readahead queue reads no more) lets it finish first.
                 self._stream.close()
                 self._stream.end_served.wait(_READAHEAD_SETTLE_SECONDS)
+            self._let_the_readahead_finish(references)
+
+    def _let_the_readahead_finish(self, references: int) -> None:
+        """pyarrow's readahead thread lets go of the stream only when its last task ends, a
+        moment after the reader is gone, and it needs the GIL for that: if the interpreter is
+        shutting down by then, the process aborts as above (seen after a read to the end,
+        `carrental validate | head`). Sleeping lets the thread have the GIL; the stream's
+        reference count says when it is done."""
+        deadline = time.monotonic() + _READAHEAD_SETTLE_SECONDS
+        while sys.getrefcount(self._stream) > references and time.monotonic() < deadline:
+            time.sleep(0.0005)
 
     def _read(self, header: tuple[str, ...]) -> None:
         # Opening already reads and parses the first block.
