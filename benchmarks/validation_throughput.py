@@ -8,8 +8,8 @@ Validates rental_transactions.csv (about 1 M rows at --scale 50), then a ~2 GB f
 repeating its data rows with a per-copy prefix on rental_id (so every key is distinct: the
 duplicate-key index holds ~22 M keys, its worst case). Each validation runs in a fresh process
 pinned to one CPU core, so peak RSS (VmHWM) is the validator's alone. "cold" includes the
-first call's lazy imports (pyarrow loads pandas when it is installed); "warm" validates a
-small file first, as a warm Lambda container would; "+ staging" also writes the staged
+imports (numpy and pyarrow; never pandas, see carrental.validation.arrays) and the first
+call's set-up; "warm" validates a small file first, as a warm Lambda container would; "+ staging" also writes the staged
 Parquet, as `carrental ingest` does. `wc -l` reads the same file from the page cache: it is the
 floor of "touching every byte once".
 Targets: validation >= 200 MB/s on one core (warm), < 300 MB peak RSS at any size.
@@ -128,6 +128,7 @@ def compare(label: str, path: Path, warm_up: Path | None, stage: bool = False) -
         "wc_seconds": wc,
         "wc_mb_per_s": size / 1e6 / wc,
         "slower_than_wc": measured["seconds"] / wc,
+        "load": os.getloadavg()[0],  # 1 minute, just after the measurement
     }
 
 
@@ -186,16 +187,15 @@ def staged_validation(path: Path, folder: Path):
 def print_table(results: list[dict]) -> None:
     print(
         f"\n{'file':<34} {'MB':>8} {'rows':>12} {'MB/s':>7} {'MB/cpu-s':>9} {'rows/s':>11} "
-        f"{'peak RSS':>9} {'wc -l MB/s':>11} {'x wc':>6}"
+        f"{'peak RSS':>9} {'wc -l MB/s':>11} {'x wc':>6} {'load':>5}"
     )
     for r in results:
         print(
             f"{r['file']:<34} {r['size_mb']:>8.1f} {r['rows']:>12,} {r['mb_per_s']:>7.0f} "
             f"{r['mb_per_cpu_s']:>9.0f} {r['rows_per_s']:>11,.0f} {r['peak_rss_mb']:>7.0f} MB "
-            f"{r['wc_mb_per_s']:>11,.0f} {r['slower_than_wc']:>6.1f}"
+            f"{r['wc_mb_per_s']:>11,.0f} {r['slower_than_wc']:>6.1f} {r['load']:>5.1f}"
         )
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"(1-minute load average during the run: {load:.1f} on {os.cpu_count()} CPUs)")
+    print(f"(load: the 1-minute load average after each measurement, on {os.cpu_count()} CPUs)")
 
 
 if __name__ == "__main__":

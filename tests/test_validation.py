@@ -389,6 +389,77 @@ def test_formats_accept_valid_edge_values(column, value):
     assert {r: n for r, n in broken(verdict).items() if r.endswith("_format")} == {}
 
 
+DATETIME_PATTERNS = sorted({c.pattern for ds in DATASETS.values() for c in ds.columns if c.pattern})
+# Spark pattern letters -> (strptime directive, datetime attribute)
+FIELDS = {
+    "yyyy": ("%Y", "year"),
+    "MM": ("%m", "month"),
+    "dd": ("%d", "day"),
+    "HH": ("%H", "hour"),
+    "mm": ("%M", "minute"),
+    "ss": ("%S", "second"),
+}
+
+
+def reference_instant(value: str, pattern: str) -> int | None:
+    """Wall-clock seconds since 1970 of a value written exactly in `pattern` (zero-padded ASCII
+    digits where the pattern has letters, its other characters as they are), else None."""
+    shape, strptime_format = re.escape(pattern), pattern
+    for letters, (directive, _) in FIELDS.items():
+        shape = shape.replace(letters, "[0-9]" * len(letters))
+        strptime_format = strptime_format.replace(letters, directive)
+    if not re.fullmatch(shape, value):
+        return None
+    try:
+        instant = datetime.strptime(value, strptime_format)
+    except ValueError:  # no such day or time of day, or year 0
+        return None
+    return int((instant - datetime(1970, 1, 1)).total_seconds())
+
+
+def written(instant: datetime, pattern: str) -> str:
+    for letters, (_, field) in FIELDS.items():
+        pattern = pattern.replace(letters, f"{getattr(instant, field):0{len(letters)}d}")
+    return pattern
+
+
+def datetime_texts(pattern: str, *, only_real: bool):
+    """Values of `pattern`: real instants, and (unless `only_real`) digits at random (a month
+    13, a 30 February, a second 60, a year 0); each possibly with one character replaced."""
+    real = st.datetimes(min_value=datetime(1, 1, 1)).map(lambda d: written(d, pattern))
+    year_zero = written(datetime(2000, 1, 1), pattern).replace("2000", "0000")
+    template = written(datetime(1111, 11, 11, 11, 11, 11), pattern)
+    any_digits = st.lists(
+        st.sampled_from("0123456789"), min_size=len(template), max_size=len(template)
+    ).map(lambda ds: "".join(d if c == "1" else c for d, c in zip(ds, template, strict=True)))
+    values = real if only_real else st.one_of(real, any_digits, st.just(year_zero))
+    replaced = st.tuples(
+        values, st.integers(0, len(pattern) - 1), st.sampled_from("0-: T+ax\u0663")
+    )
+    mutated = replaced.map(lambda v: v[0][: v[1]] + v[2] + v[0][v[1] + 1 :])
+    # wrong shapes: the fast path keeps them out before the cast
+    shapes = st.sampled_from(["", "2024-1-1", "2024-01-01T08:00:00", "+2024-01-01"])
+    return st.one_of(values, shapes) if only_real else st.one_of(values, mutated, shapes)
+
+
+@pytest.mark.parametrize("pattern", DATETIME_PATTERNS)
+@given(data=st.data())
+def test_datetimes_parse_as_python_reads_them(pattern, data):
+    """Batches of real instants only (Arrow's cast reads them all) and batches with values of
+    the right shape that are not real instants (then NumPy reads the digits)."""
+    import pyarrow as pa
+
+    from carrental.validation.columns import layout_of, parse_datetime
+
+    texts = datetime_texts(pattern, only_real=data.draw(st.booleans()))
+    values = data.draw(st.lists(texts, min_size=1, max_size=30))
+    parsed = parse_datetime(pa.array(values, pa.string()), layout_of(pattern))
+    expected = [reference_instant(v, pattern) for v in values]
+    assert parsed.valid.tolist() == [e is not None for e in expected]
+    got = [int(s) if ok else None for s, ok in zip(parsed.values, parsed.valid, strict=True)]
+    assert got == expected
+
+
 def test_after_and_min_value_rules():
     verdict = check(
         rentals(
@@ -618,6 +689,53 @@ def test_the_core_imports_nothing_the_lambda_or_emr_lack():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_array_helpers_read_slices_as_pyarrow_does():
+    """carrental.validation.arrays reads buffers directly: slices (an offset into the buffers)
+    and bitmaps must come out as pyarrow's own conversions say."""
+    import numpy as np
+    import pyarrow as pa
+
+    from carrental.validation import arrays
+
+    text = pa.array([f"v{i}" * (i % 3) for i in range(40)]).slice(5, 30)
+    keep = np.arange(30) % 4 != 1
+    assert arrays.null_where_not(text, keep).to_pylist() == [
+        v if k else None for v, k in zip(text.to_pylist(), keep, strict=True)
+    ]
+    assert arrays.byte_lengths(text).tolist() == [len(v) for v in text.to_pylist()]
+    flags = pa.array([i % 3 == 0 for i in range(50)]).slice(7, 33)
+    assert arrays.bools(flags).tolist() == flags.to_pylist()
+    assert arrays.arrow_bools(arrays.bools(flags)).to_pylist() == flags.to_pylist()
+    integers = pa.array(range(100), pa.int64()).slice(11, 17)
+    assert arrays.numbers(integers, np.int64).tolist() == integers.to_pylist()
+    values = np.array([3, -1, 7], dtype=np.int64)
+    with_nulls = arrays.arrow_numbers(values, pa.int64(), np.array([True, False, True]))
+    assert with_nulls.to_pylist() == [3, None, 7]
+    assert arrays.arrow_strings(["a", "bé", ""]).to_pylist() == ["a", "bé", ""]
+    matrix = np.frombuffer(b"2024-01-0212:00", dtype=np.uint8).reshape(3, 5)
+    assert arrays.fixed_width_strings(matrix).to_pylist() == ["2024-", "01-02", "12:00"]
+
+
+def test_validating_and_staging_do_not_import_pandas(dirty_batch, tmp_path):
+    """pyarrow imports pandas on its first NumPy or Python-object conversion: ~0.2 s of every
+    fresh process (a cold Lambda) that the validator avoids (carrental.validation.arrays)."""
+    code = (
+        "import sys; from pathlib import Path; "
+        "from carrental.contracts import DATASETS; "
+        "from carrental.staging import StagedWriter; "
+        "from carrental.validation import validate_stream; "
+        f"folder = Path({str(tmp_path)!r}); "
+        f"files = sorted(Path({str(dirty_batch)!r}).glob('*.csv')); "
+        "verdicts = [validate_stream(open(f, 'rb'), dataset=f.stem, source=f.name, "
+        "sink=StagedWriter(DATASETS[f.stem], folder)) for f in files]; "
+        "print(len(files), sum(v.rows for v in verdicts), 'pandas' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    files, rows, pandas = out.stdout.split()
+    assert int(files) == 4 and int(rows) > 4000
+    assert pandas == "False"
 
 
 # --------------------------------------------------------------------------- the CLI

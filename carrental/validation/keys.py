@@ -6,11 +6,11 @@ never touch the disk. Past the budget the buffer is hash-partitioned into `PARTI
 files (Arrow IPC, LZ4-compressed: fast) in a temporary folder, so memory stays bounded whatever the
 file size; at the end each partition is read back alone and checked exactly.
 
-Within a partition rows are in file order. `dictionary_encode` numbers distinct keys in order of
-first appearance, so a row holds a *new* key exactly when its index is larger than every index
-before it: duplicates fall out of one running maximum, with real string equality (the hash only
-chooses a partition, so a hash collision cannot merge two keys). Partitions also keep each hash
-table small enough for the CPU cache, which is faster than one big table.
+Rows are in file order (within a partition). A key whose 64-bit hash no other key has is
+unique; that is most keys, and one sort of the hashes finds them. The few others are compared
+with real string equality (a hash collision cannot merge two keys): `dictionary_encode` numbers
+their distinct keys in order of first appearance, so a row holds a *new* key exactly when its
+index is larger than every index before it, and duplicates fall out of one running maximum.
 
 Disk use when spilling: about 20 % of the file for rentals (~400 MB for a 2 GB file, 22 M keys;
 zstd would halve that for ~15 % more time). On Lambda that is /tmp (512 MB by default): size
@@ -19,6 +19,7 @@ EphemeralStorage for the largest file expected.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -28,7 +29,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from carrental.validation.columns import fixed_width_bytes
+from carrental.validation.arrays import (
+    arrow_bools,
+    arrow_numbers,
+    bools,
+    fixed_width_bytes,
+    numbers,
+)
 from carrental.validation.verdict import MAX_EXAMPLES, Example, shorten
 
 _PARTITION_BITS = 7
@@ -38,9 +45,10 @@ _SCHEMA = pa.schema([("key", pa.string()), ("row", pa.int64()), ("flagged", pa.b
 _DRAIN_CHUNK = 4 * 1024 * 1024  # bytes of buffered keys partitioned at a time
 _HASH_CHUNK = 1 << 16  # keys hashed at a time: bounds the hash's temporary arrays
 _LONG_KEY = 64  # longer keys are hashed on their first and last 32 bytes (and length)
-# Fixed odd multipliers: the same key lands in the same partition in every batch and every run.
-_MULTIPLIERS = np.random.default_rng(20240601).integers(
-    1, 2**63, size=_LONG_KEY // 8, dtype=np.uint64
+# Fixed odd multipliers: the same key lands in the same partition in every batch and every run
+# (from a fixed digest: numpy.random would add ~20 ms to a fresh process's imports).
+_MULTIPLIERS = np.frombuffer(
+    hashlib.blake2b(b"carrental.validation.keys", digest_size=_LONG_KEY).digest(), dtype="<u8"
 ) | np.uint64(1)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -63,7 +71,8 @@ class DuplicateKeys:
 
     def add(self, keys: pa.StringArray, rows: np.ndarray, flagged: np.ndarray) -> None:
         """`flagged`: the row already breaks another reject rule (so it is not counted twice)."""
-        batch = pa.record_batch([keys, pa.array(rows), pa.array(flagged)], schema=_SCHEMA)
+        columns = [keys, arrow_numbers(rows, pa.int64()), arrow_bools(flagged)]
+        batch = pa.RecordBatch.from_arrays(columns, schema=_SCHEMA)
         self._buffer.append(batch)
         self._buffered_bytes += batch.nbytes
         if self._buffered_bytes > self.memory_budget:
@@ -72,9 +81,9 @@ class DuplicateKeys:
     def finish(self) -> tuple[int, int, list[Example]]:
         try:
             if not self.spilled:
-                pieces: list[list[pa.Table]] = [[] for _ in range(PARTITIONS)]
-                self._drain(lambda p, piece: pieces[p].append(piece))
-                return _duplicates(pa.concat_tables(group) for group in pieces if group)
+                buffered = pa.Table.from_batches(self._buffer, schema=_SCHEMA)
+                self._buffer.clear()
+                return _duplicates([buffered])
             self._spill()
             for writer in self._writers:
                 writer.close()
@@ -128,7 +137,7 @@ def _take_partitions(batches: list[pa.RecordBatch]) -> Iterator[tuple[int, pa.Ta
         return
     partition = partition_of(table.column("key").chunk(0))
     order = np.argsort(partition, kind="stable")  # stable: rows stay in file order
-    grouped = table.take(pa.array(order))
+    grouped = table.take(arrow_numbers(order, pa.int64()))
     bounds = np.concatenate([[0], np.cumsum(np.bincount(partition, minlength=PARTITIONS))])
     for p in range(PARTITIONS):
         if bounds[p + 1] > bounds[p]:
@@ -136,32 +145,41 @@ def _take_partitions(batches: list[pa.RecordBatch]) -> Iterator[tuple[int, pa.Ta
 
 
 def partition_of(keys: pa.StringArray) -> np.ndarray:
-    """The partition of each (non-empty) key: the top bits of a multiplicative hash."""
-    out = np.empty(len(keys), dtype=np.uint8)  # small ints: argsort uses a radix sort
+    """The partition of each (non-empty) key: the top bits of its hash (as small ints, which
+    argsort sorts by radix)."""
+    return (hashes(keys) >> np.uint64(64 - _PARTITION_BITS)).astype(np.uint8)
+
+
+def hashes(keys: pa.StringArray) -> np.ndarray:
+    """The 64-bit hash of each (non-empty) key, _HASH_CHUNK keys at a time."""
+    out = np.empty(len(keys), dtype=np.uint64)
     for start in range(0, len(keys), _HASH_CHUNK):
         chunk = keys.slice(start, _HASH_CHUNK)
-        out[start : start + len(chunk)] = _hash(chunk) >> np.uint64(64 - _PARTITION_BITS)
+        out[start : start + len(chunk)] = _hash(chunk)
     return out
 
 
 def _hash(keys: pa.StringArray) -> np.ndarray:
     """64-bit hashes of keys, computed on fixed-width byte matrices, one per key length
     (ids usually share one length, so this is one matrix and a few vector products)."""
-    lengths = pc.binary_length(keys).to_numpy().astype(np.uint64)
-    hashes = np.empty(len(keys), dtype=np.uint64)
+    lengths = numbers(pc.binary_length(keys), np.int32)
+    out = np.empty(len(keys), dtype=np.uint64)
     long = lengths > _LONG_KEY
-    for length in np.unique(lengths[~long]):
+    present = np.flatnonzero(np.bincount(lengths[~long]))  # the lengths there are
+    if len(present) == 1 and not long.any():  # the usual case: one matrix, no copy
+        return _hash_matrix(fixed_width_bytes(keys, present[0]), present[0])
+    for length in present:
         where = np.flatnonzero(lengths == length)
-        same = keys if len(where) == len(keys) else keys.take(pa.array(where))
-        hashes[where] = _hash_matrix(fixed_width_bytes(same, int(length)), length)
+        same = keys.take(arrow_numbers(where, pa.int64()))
+        out[where] = _hash_matrix(fixed_width_bytes(same, length), length)
     if long.any():
         where = np.flatnonzero(long)
-        raw = keys.take(pa.array(where)).cast(pa.binary())
+        raw = keys.take(arrow_numbers(where, pa.int64())).cast(pa.binary())
         half = _LONG_KEY // 2
         ends = [pc.binary_slice(raw, 0, half), pc.binary_slice(raw, -half)]
         matrix = np.hstack([fixed_width_bytes(end, half) for end in ends])
-        hashes[where] = _hash_matrix(matrix, lengths[where])
-    return hashes
+        out[where] = _hash_matrix(matrix, lengths[where])
+    return out
 
 
 def _hash_matrix(matrix: np.ndarray, lengths) -> np.ndarray:
@@ -185,20 +203,38 @@ def _duplicates(partitions: Iterable[pa.Table]) -> tuple[int, int, list[Example]
         if not table.num_rows:
             continue
         table = table.combine_chunks()
-        index = pc.dictionary_encode(table.column("key").chunk(0))
-        codes = index.indices.to_numpy()
-        seen_before = np.concatenate([[-1], np.maximum.accumulate(codes)[:-1]])
-        duplicate = codes <= seen_before
-        count += int(duplicate.sum())
-        flagged = table.column("flagged").to_numpy()
-        unflagged += int((duplicate & ~flagged).sum())
+        duplicate = _repeats(table.column("key").chunk(0))
+        count += int(np.count_nonzero(duplicate))
+        flagged = bools(table.column("flagged").chunk(0))
+        unflagged += int(np.count_nonzero(duplicate & ~flagged))
         where = np.flatnonzero(duplicate)[:MAX_EXAMPLES]
-        rows = table.column("row").to_numpy()[where]
-        keys = index.dictionary.take(pa.array(codes[where])).to_pylist()
+        rows = numbers(table.column("row").chunk(0), np.int64)[where]
+        keys = table.column("key").chunk(0).take(arrow_numbers(where, pa.int64())).to_pylist()
         examples = heapq.nsmallest(
             MAX_EXAMPLES,
             examples + [(int(r), shorten(k)) for r, k in zip(rows, keys, strict=True)],
         )
-        del table, index
+        del table
         pa.default_memory_pool().release_unused()
     return count, unflagged, examples
+
+
+def _repeats(keys: pa.StringArray) -> np.ndarray:
+    """Which keys repeat an earlier key, exactly (see the module docstring)."""
+    key_hashes = hashes(keys)
+    repeats = np.zeros(len(keys), dtype=bool)
+    ordered = np.sort(key_hashes)
+    if not (ordered[1:] == ordered[:-1]).any():
+        return repeats
+    order = np.argsort(key_hashes)  # slower than a sort: only when some hash is shared
+    ordered = key_hashes[order]
+    same = ordered[1:] == ordered[:-1]
+    shared = np.zeros(len(keys), dtype=bool)
+    shared[1:] |= same
+    shared[:-1] |= same
+    suspects = np.sort(order[shared])  # in file order
+    index = pc.dictionary_encode(keys.take(arrow_numbers(suspects, pa.int64())))
+    codes = numbers(index.indices, np.int32)
+    seen_before = np.concatenate([[-1], np.maximum.accumulate(codes)[:-1]])
+    repeats[suspects] = codes <= seen_before
+    return repeats

@@ -6,12 +6,15 @@ Rules that need another dataset (foreign keys, pricing, ...) are the Spark jobs'
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from carrental.contracts import Rule, RuleKind
 from carrental.validation import columns
+from carrental.validation.arrays import arrow_strings, bools
 
 
 def breaks(rule: Rule, text, present, parsed_column) -> np.ndarray:
@@ -23,8 +26,8 @@ def breaks(rule: Rule, text, present, parsed_column) -> np.ndarray:
     if rule.kind is RuleKind.FORMAT:
         return present[name] & ~parsed_column(name).valid
     if rule.kind is RuleKind.ALLOWED:
-        allowed = pc.is_in(text[name], value_set=pa.array(rule.values))
-        return present[name] & ~allowed.to_numpy(zero_copy_only=False)
+        allowed = pc.is_in(text[name], value_set=_value_set(rule.values))
+        return present[name] & ~bools(allowed)
     if rule.kind is RuleKind.MIN_VALUE:
         if rule.minimum is None:
             raise ValueError(f"rule {rule.name} has no minimum")
@@ -33,6 +36,11 @@ def breaks(rule: Rule, text, present, parsed_column) -> np.ndarray:
         first, second = (parsed_column(c) for c in rule.columns)
         return first.valid & second.valid & (second.values <= first.values)
     raise ValueError(f"rule {rule.name}: kind {rule.kind!r} is not a single-dataset rule")
+
+
+@functools.cache
+def _value_set(values: tuple[str, ...]) -> pa.StringArray:
+    return arrow_strings(values)
 
 
 def shown_column(rule: Rule) -> str:

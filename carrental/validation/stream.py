@@ -35,9 +35,9 @@ _BINARY_CONTROLS = bytes([*range(0, 9), 11, 12, *range(14, 32)])
 
 class CheckedStream:
     """A read-only stream over `raw` that can peek at its start, counts the bytes read and
-    checks that they are UTF-8 and free of NUL bytes as they pass (one incremental decode and
-    one memchr per read: cheaper than checking every column of every batch). `read(n)` fills
-    up to n bytes (S3 bodies return short reads).
+    checks that they are UTF-8 and free of NUL bytes as they pass (an ASCII check, or else an
+    incremental decode, and two memchr per read: cheaper than checking every column of every
+    batch). `read(n)` fills up to n bytes (S3 bodies return short reads).
     """
 
     def __init__(self, raw: BinaryIO) -> None:
@@ -52,6 +52,8 @@ class CheckedStream:
         self.bytes_read = 0
         self.first_non_utf8_byte: int | None = None  # offset in the file
         self.first_nul_byte: int | None = None  # offset in the file
+        # Whether a quote was read: only a quoted value can hold a line break.
+        self.quoted = False
         self.closed = False
         self.end_served = threading.Event()  # a read after close() was answered
 
@@ -59,7 +61,11 @@ class CheckedStream:
         data = self._raw.read(n)
         if self.first_nul_byte is None and (nul := data.find(b"\x00")) >= 0:
             self.first_nul_byte = self.bytes_read + nul
-        if self.first_non_utf8_byte is None:
+        self.quoted = self.quoted or b'"' in data
+        # ASCII is UTF-8, and far cheaper to check than decoding (unless a character that
+        # started in the previous read is still incomplete)
+        ascii = data.isascii() and not self._utf8.getstate()[0]
+        if self.first_non_utf8_byte is None and not ascii:
             try:
                 self._utf8.decode(data, final=not data or n < 0)
             except UnicodeDecodeError as exc:
@@ -93,16 +99,16 @@ class CheckedStream:
         if n is None or n < 0:
             data, self._pending = self._pending + self._pull(-1), b""
             return data
-        chunks = [self._pending[:n]]
+        chunks = [self._pending[:n]] if self._pending else []
         self._pending = self._pending[n:]
-        missing = n - len(chunks[0])
+        missing = n - sum(map(len, chunks))
         while missing > 0:
             data = self._pull(missing)
             if not data:
                 break
             chunks.append(data)
             missing -= len(data)
-        return b"".join(chunks)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one read: no copy
 
     def readable(self) -> bool:
         return True
