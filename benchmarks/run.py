@@ -304,6 +304,7 @@ class ScaleResult:
     emr: dict
     daily: dict | None = None
     loads: list[float] = field(default_factory=list)  # 1-minute load average per measurement
+    commit: str = ""  # the commit measured (figures of several runs can be rendered together)
 
     @property
     def run_s(self) -> float:
@@ -536,8 +537,12 @@ def targets(results: list[ScaleResult]) -> list[tuple[str, str, bool | None]]:
     """(target, what was measured, met?) — None when the scale it needs was not run."""
     by_scale = {r.scale: r for r in results}
     rows = []
-    # throughput is judged on the largest file: on a small one, fixed costs dominate
-    biggest = max(results, key=lambda r: r.validation["warm"]["size_mb"])
+    # throughput is judged on the largest file (on a small one, fixed costs dominate) that the
+    # first run rendered measured: figures of another run may be of older validation code
+    biggest = max(
+        (r for r in results if r.commit == results[0].commit),
+        key=lambda r: r.validation["warm"]["size_mb"],
+    )
     warm, cold, staging = (biggest.validation[k] for k in ("warm", "cold", "staging"))
     rows.append(
         (
@@ -601,6 +606,16 @@ def targets(results: list[ScaleResult]) -> list[tuple[str, str, bool | None]]:
         )
     )
     return rows
+
+
+def _commits(results: list[ScaleResult]) -> str:
+    """The commit measured, or each commit with its scales when the figures are of several."""
+    scales: dict[str, list[str]] = {}
+    for r in results:
+        scales.setdefault(r.commit, []).append(f"{r.scale:g}")
+    if len(scales) == 1:
+        return f"commit {results[0].commit}"
+    return "commits " + "; ".join(f"{c} (--scale {', '.join(s)})" for c, s in scales.items())
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -701,8 +716,8 @@ def render(
     lines = [
         "# Benchmark results",
         "",
-        f"Written by `make bench` (benchmarks/run.py) on {started:%Y-%m-%d %H:%M} UTC at commit "
-        f"{host['commit']}. Machine: {host['cores']} cores ({host['cpu']}), "
+        f"Written by `make bench` (benchmarks/run.py) on {started:%Y-%m-%d %H:%M} UTC at "
+        f"{_commits(results)}. Machine: {host['cores']} cores ({host['cpu']}), "
         f"{host['ram_gb']:.0f} GB RAM; Python {host['python']}, PySpark {host['pyspark']}, "
         f"DuckDB {host['duckdb']}, {host['java']}.",
         f"1-minute load average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end, "
@@ -894,8 +909,10 @@ def main() -> int:
     parser.add_argument(
         "--render",
         type=Path,
+        nargs="+",
         metavar="FIGURES",
-        help="measure nothing: write --out from the figures an earlier --json wrote",
+        help="measure nothing: write --out from the figures earlier --json runs wrote (several: "
+        "their scales side by side, the first run's validation judged)",
     )
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -906,18 +923,25 @@ def main() -> int:
         return 0
 
     if args.render:
-        figures = json.loads(args.render.read_text())
-        results = [ScaleResult(**r) for r in figures["results"]]
-        started, host = datetime.fromisoformat(figures["started"]), figures["machine"]
-        loads = figures["loads"][:2]  # at the start and the end; then each measurement's
+        runs = [json.loads(path.read_text()) for path in args.render]
+        results = [
+            ScaleResult(**{"commit": figures["machine"]["commit"], **r})
+            for figures in runs
+            for r in figures["results"]
+        ]
+        started, host = datetime.fromisoformat(runs[0]["started"]), runs[0]["machine"]
+        # at the start of the first run and the end of the last; then each measurement's
+        loads = [runs[0]["loads"][0], runs[-1]["loads"][1]]
     else:
         scales = (args.scale or [1, 50]) + ([500] if args.with_500 else [])
         started = datetime.now(UTC)
+        host = machine()  # before measuring: the commit whose code the children import
         loads = [load()]
         with tempfile.TemporaryDirectory(prefix="carrental-bench-") as scratch:
             results = [bench_scale(scale, Path(scratch), args.daily_scale) for scale in scales]
         loads.append(load())
-        host = machine()
+        for result in results:
+            result.commit = host["commit"]
     baseline = json.loads(BASELINE.read_text()) if BASELINE.exists() else None
     report = render(results, host, started, loads, baseline)
     args.out.write_text(report)
